@@ -1,0 +1,528 @@
+"""Clients of the coordinator: ``AsyncClient`` (asyncio first) and its twin ``Client`` (blocking).
+
+As in httpx, the two share everything but I/O: request building, validation and result parsing
+live in ``_Core``; each client only sends frames and waits for the reply with the same id.
+
+    client = AsyncClient.connect()                  # a standalone coordinator's connection file
+    result = await client.transcribe(pcm16, sample_rate=16000, model="qwen3-asr")
+    async with client.stream(model="qwen3-asr", sample_rate=16000) as s:
+        await s.send(chunk)
+        async for event in s: ...
+
+Errors are raised as the typed classes of ``orchestrator.errors``, one per code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from orchestrator import audio as audio_mod
+from orchestrator.engine import KNOWN_OPTIONS, Segment
+from orchestrator.errors import (
+    BadRequestError,
+    DeadlineExceededError,
+    OrchestratorError,
+    ProtocolError,
+    StreamClosedError,
+    error_from_wire,
+)
+from orchestrator.protocol import DEFAULT_MAX_MESSAGE_BYTES, Codec, Kind, Message
+from orchestrator.runtime_dir import read_connection_file
+
+#: Extra time the client waits past a request's deadline for the coordinator's own answer.
+REPLY_GRACE_S = 5.0
+DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    queued_s: float
+    compute_s: float
+    total_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionResult:
+    """A one-shot transcript and where and how fast it was made."""
+
+    text: str
+    segments: tuple[Segment, ...]
+    language: str | None
+    model: str
+    host: str
+    replica: str
+    timings: Timings
+    attempts: int = 1
+    prompt_tokens: int | None = None
+    generation_tokens: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event of a stream: opened, partial, final, host_changed, lag, error or closed."""
+
+    type: str
+    text: str = ""
+    start_s: float | None = None
+    end_s: float | None = None
+    utterance: int | None = None
+    host: str | None = None
+    lag_s: float | None = None
+    error: OrchestratorError | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Core:
+    """Request building and reply parsing shared by both clients."""
+
+    def __init__(self, key: bytes, max_message_bytes: int, timeout_s: float) -> None:
+        self.codec = Codec(key, max_message_bytes=max_message_bytes)
+        self.max_message_bytes = max_message_bytes
+        self.timeout_s = timeout_s
+        self._prefix = os.urandom(4).hex()
+        self._ids = itertools.count(1)
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def encode(self, msg: Message) -> list[bytes]:
+        frames = self.codec.encode(msg)
+        size = sum(len(f) for f in frames)
+        if size > self.max_message_bytes:
+            raise BadRequestError(
+                f"message of {size} bytes is over the {self.max_message_bytes} byte limit; "
+                "send shorter audio or stream it",
+                size=size,
+            )
+        return frames
+
+    def transcribe_message(
+        self,
+        audio: bytes | bytearray | memoryview | np.ndarray,
+        sample_rate: int,
+        model: str,
+        timeout_s: float | None,
+        options: Mapping[str, Any],
+    ) -> tuple[str, Message, float]:
+        payload, fmt = audio_mod.encode_audio(audio, sample_rate)
+        _check_options(options)
+        timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
+        rid = self.new_id()
+        header = {
+            "id": rid,
+            "model": model,
+            "sample_rate": sample_rate,
+            "format": str(fmt),
+            "options": dict(options),
+            "timeout_s": timeout,
+        }
+        return rid, Message(Kind.TRANSCRIBE, header, [payload]), timeout
+
+    def stream_open_message(
+        self, model: str, sample_rate: int, fmt: str, options: Mapping[str, Any]
+    ) -> tuple[str, Message]:
+        audio_mod.check_sample_rate(sample_rate)
+        _check_options(options)
+        sid = self.new_id()
+        header = {"id": sid, "model": model, "sample_rate": sample_rate, "format": fmt, "options": dict(options)}
+        return sid, Message(Kind.STREAM_OPEN, header)
+
+    @staticmethod
+    def chunk_payload(chunk: bytes | bytearray | memoryview | np.ndarray, fmt: str) -> bytes:
+        if isinstance(chunk, np.ndarray):
+            if fmt == "pcm16":
+                return np.asarray(chunk, dtype="<i2").tobytes()
+            return audio_mod.check_float_samples(np.asarray(chunk, dtype="<f4")).tobytes()
+        width = 2 if fmt == "pcm16" else 4
+        if len(chunk) % width:
+            from orchestrator.errors import BadAudioError
+
+            raise BadAudioError(f"chunk of {len(chunk)} bytes is not whole {fmt} samples")
+        return bytes(chunk)
+
+    def decode(self, frames: list[Any]) -> Message | None:
+        try:
+            return self.codec.decode(frames)
+        except ProtocolError:
+            return None  # not for us or tampered with: never surfaces as a reply
+
+    @staticmethod
+    def result(msg: Message) -> TranscriptionResult:
+        if msg.kind is Kind.ERROR:
+            raise error_from_wire(msg.header.get("error") or {})
+        header = msg.header
+        body = header.get("result") or {}
+        t = header.get("timings") or {}
+        return TranscriptionResult(
+            text=str(body.get("text", "")),
+            segments=tuple(Segment.from_wire(s) for s in body.get("segments") or ()),
+            language=body.get("language"),
+            model=str(header.get("model", "")),
+            host=str(header.get("host", "")),
+            replica=str(header.get("replica", "")),
+            timings=Timings(float(t.get("queued_s", 0)), float(t.get("compute_s", 0)), float(t.get("total_s", 0))),
+            attempts=int(header.get("attempts", 1)),
+            prompt_tokens=body.get("prompt_tokens"),
+            generation_tokens=body.get("generation_tokens"),
+            extra=body.get("extra") or {},
+        )
+
+    @staticmethod
+    def event(msg: Message) -> StreamEvent:
+        h = msg.header
+        kind = "error" if msg.kind is Kind.ERROR else str(h.get("type", ""))
+        err = error_from_wire(h["error"]) if h.get("error") else None
+        return StreamEvent(
+            type=kind,
+            text=str(h.get("text", "")),
+            start_s=h.get("start_s"),
+            end_s=h.get("end_s"),
+            utterance=h.get("utterance"),
+            host=h.get("host"),
+            lag_s=h.get("lag_s"),
+            error=err,
+            raw=h,
+        )
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = set(options) - KNOWN_OPTIONS
+    if unknown:
+        raise BadRequestError(f"unknown option(s) {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}")
+
+
+def _resolve(endpoint: str | None, key: bytes | None, connection_file: str | Path | None) -> tuple[str, bytes]:
+    if endpoint and key:
+        return endpoint, key
+    info = read_connection_file(connection_file)
+    return endpoint or str(info["endpoint"]), key or bytes.fromhex(str(info["key"]))
+
+
+class AsyncClient:
+    """asyncio client; safe to share between tasks of one event loop."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        key: bytes | None = None,
+        connection_file: str | Path | None = None,
+        context: zmq.Context[Any] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        endpoint, key = _resolve(endpoint, key, connection_file)
+        self._core = _Core(key, max_message_bytes, timeout_s)
+        self._own_ctx = context is None
+        self._ctx = zmq.asyncio.Context.shadow(context.underlying) if context else zmq.asyncio.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, 50_000)
+        self._sock.setsockopt(zmq.RCVHWM, 50_000)
+        self._sock.connect(endpoint)
+        self._waiting: dict[str, asyncio.Future[Message]] = {}
+        self._streams: dict[str, asyncio.Queue[Message]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.closed = False
+
+    @classmethod
+    def connect(cls, connection_file: str | Path | None = None, **kwargs: Any) -> AsyncClient:
+        """Connect to a standalone coordinator through its connection file."""
+        return cls(connection_file=connection_file, **kwargs)
+
+    async def _send(self, msg: Message) -> None:
+        if self.closed:
+            raise StreamClosedError("client is closed")
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+        await self._sock.send_multipart(self._core.encode(msg), copy=False)
+
+    async def _read(self) -> None:
+        while True:
+            frames = await self._sock.recv_multipart(copy=False)
+            msg = self._core.decode([f.buffer for f in frames])
+            if msg is None:
+                continue
+            rid = str(msg.header.get("id"))
+            queue = self._streams.get(rid)
+            if queue is not None:
+                queue.put_nowait(msg)
+                continue
+            fut = self._waiting.pop(rid, None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    async def _request(self, rid: str, msg: Message, timeout_s: float) -> Message:
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        try:
+            await self._send(msg)
+            return await asyncio.wait_for(fut, timeout_s + REPLY_GRACE_S)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"no answer from the coordinator within {timeout_s + REPLY_GRACE_S:.1f}s"
+            ) from None
+        finally:
+            self._waiting.pop(rid, None)
+
+    async def transcribe(
+        self,
+        audio: bytes | bytearray | memoryview | np.ndarray,
+        *,
+        sample_rate: int,
+        model: str,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> TranscriptionResult:
+        """Transcribe one clip (PCM16 bytes, or an int16/float numpy array)."""
+        rid, msg, timeout_s = self._core.transcribe_message(audio, sample_rate, model, timeout, options)
+        return self._core.result(await self._request(rid, msg, timeout_s))
+
+    async def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        rid = self._core.new_id()
+        reply = await self._request(rid, Message(Kind.HEALTH, {"id": rid}), timeout)
+        return dict(reply.header["health"])
+
+    async def control(self, action: str, host: str, timeout: float = 5.0) -> None:
+        """Operator action on a host's replicas: "stop", "start" or "restart"."""
+        rid = self._core.new_id()
+        reply = await self._request(rid, Message(Kind.CONTROL, {"id": rid, "action": action, "host": host}), timeout)
+        if reply.kind is Kind.ERROR:
+            raise error_from_wire(reply.header.get("error") or {})
+
+    def stream(
+        self, *, model: str, sample_rate: int, format: str = "pcm16", **options: Any
+    ) -> AsyncStream:
+        return AsyncStream(self, model, sample_rate, format, options)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._sock.close(linger=0)
+        if self._own_ctx:
+            self._ctx.term()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncStream:
+    """A live stream: ``send`` chunks, iterate events; closing flushes the last final."""
+
+    def __init__(self, client: AsyncClient, model: str, sample_rate: int, fmt: str, options: Mapping[str, Any]) -> None:
+        self._client = client
+        self._core = client._core
+        self.sid, self._open_msg = self._core.stream_open_message(model, sample_rate, fmt, options)
+        self.fmt = fmt
+        self._seq = 0
+        self._events: asyncio.Queue[Message] = asyncio.Queue()
+        self.closed = False
+        self.close_sent = False
+        self.host: str | None = None
+
+    async def open(self) -> AsyncStream:
+        self._client._streams[self.sid] = self._events
+        await self._client._send(self._open_msg)
+        return self
+
+    async def send(self, chunk: bytes | bytearray | memoryview | np.ndarray) -> None:
+        if self.close_sent:
+            raise StreamClosedError("stream is closed")
+        payload = self._core.chunk_payload(chunk, self.fmt)
+        await self._client._send(Message(Kind.STREAM_AUDIO, {"id": self.sid, "seq": self._seq}, [payload]))
+        self._seq += 1
+
+    async def close(self) -> None:
+        """Ask for the final of the open utterance; events continue until ``closed``."""
+        if not self.close_sent:
+            self.close_sent = True
+            await self._client._send(Message(Kind.STREAM_CLOSE, {"id": self.sid}))
+
+    async def next_event(self, timeout: float | None = None) -> StreamEvent:
+        msg = await asyncio.wait_for(self._events.get(), timeout)
+        event = self._core.event(msg)
+        if event.host:
+            self.host = event.host
+        if event.type == "closed":
+            self.closed = True
+            self._client._streams.pop(self.sid, None)
+        return event
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StreamEvent]:
+        while not self.closed:
+            yield await self.next_event()
+
+    async def __aenter__(self) -> AsyncStream:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Client:
+    """Blocking twin of AsyncClient, for scripts and threads (one call at a time per client)."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        key: bytes | None = None,
+        connection_file: str | Path | None = None,
+        context: zmq.Context[Any] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        endpoint, key = _resolve(endpoint, key, connection_file)
+        self._core = _Core(key, max_message_bytes, timeout_s)
+        self._own_ctx = context is None
+        self._ctx = context or zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(endpoint)
+        self._stream_events: dict[str, deque[Message]] = {}
+
+    @classmethod
+    def connect(cls, connection_file: str | Path | None = None, **kwargs: Any) -> Client:
+        return cls(connection_file=connection_file, **kwargs)
+
+    def _send(self, msg: Message) -> None:
+        self._sock.send_multipart(self._core.encode(msg), copy=False)
+
+    def _wait(self, rid: str, timeout_s: float) -> Message:
+        """Receive until the reply to ``rid``; stream events met on the way are kept."""
+        limit = time.monotonic() + timeout_s
+        while True:
+            queued = self._stream_events.get(rid)
+            if queued:
+                return queued.popleft()
+            remaining = limit - time.monotonic()
+            if remaining <= 0 or not self._sock.poll(remaining * 1000):
+                raise DeadlineExceededError(f"no answer from the coordinator within {timeout_s:.1f}s")
+            msg = self._core.decode(self._sock.recv_multipart())
+            if msg is None:
+                continue
+            got = str(msg.header.get("id"))
+            if got == rid:
+                return msg
+            if got in self._stream_events:
+                self._stream_events[got].append(msg)
+
+    def transcribe(
+        self,
+        audio: bytes | bytearray | memoryview | np.ndarray,
+        *,
+        sample_rate: int,
+        model: str,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> TranscriptionResult:
+        rid, msg, timeout_s = self._core.transcribe_message(audio, sample_rate, model, timeout, options)
+        self._send(msg)
+        return self._core.result(self._wait(rid, timeout_s + REPLY_GRACE_S))
+
+    def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        rid = self._core.new_id()
+        self._send(Message(Kind.HEALTH, {"id": rid}))
+        return dict(self._wait(rid, timeout).header["health"])
+
+    def control(self, action: str, host: str, timeout: float = 5.0) -> None:
+        rid = self._core.new_id()
+        self._send(Message(Kind.CONTROL, {"id": rid, "action": action, "host": host}))
+        reply = self._wait(rid, timeout)
+        if reply.kind is Kind.ERROR:
+            raise error_from_wire(reply.header.get("error") or {})
+
+    def stream(self, *, model: str, sample_rate: int, format: str = "pcm16", **options: Any) -> SyncStream:
+        return SyncStream(self, model, sample_rate, format, options)
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+        if self._own_ctx:
+            self._ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncStream:
+    """Blocking twin of AsyncStream."""
+
+    def __init__(self, client: Client, model: str, sample_rate: int, fmt: str, options: Mapping[str, Any]) -> None:
+        self._client = client
+        self._core = client._core
+        self.sid, self._open_msg = self._core.stream_open_message(model, sample_rate, fmt, options)
+        self.fmt = fmt
+        self._seq = 0
+        self.closed = False
+        self.close_sent = False
+
+    def open(self) -> SyncStream:
+        self._client._stream_events[self.sid] = deque()
+        self._client._send(self._open_msg)
+        return self
+
+    def send(self, chunk: bytes | bytearray | memoryview | np.ndarray) -> None:
+        if self.close_sent:
+            raise StreamClosedError("stream is closed")
+        payload = self._core.chunk_payload(chunk, self.fmt)
+        self._client._send(Message(Kind.STREAM_AUDIO, {"id": self.sid, "seq": self._seq}, [payload]))
+        self._seq += 1
+
+    def close(self) -> None:
+        if not self.close_sent:
+            self.close_sent = True
+            self._client._send(Message(Kind.STREAM_CLOSE, {"id": self.sid}))
+
+    def next_event(self, timeout: float = DEFAULT_TIMEOUT_S) -> StreamEvent:
+        event = self._core.event(self._client._wait(self.sid, timeout))
+        if event.type == "closed":
+            self.closed = True
+            self._client._stream_events.pop(self.sid, None)
+        return event
+
+    def poll_events(self) -> list[StreamEvent]:
+        """Events that arrived so far, without blocking."""
+        out = []
+        while not self.closed:
+            try:
+                out.append(self.next_event(timeout=0.0))
+            except DeadlineExceededError:
+                break
+        return out
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        while not self.closed:
+            yield self.next_event()
+
+    def __enter__(self) -> SyncStream:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

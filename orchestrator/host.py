@@ -1,0 +1,458 @@
+"""Model host runtime: the process the supervisor starts inside each host env.
+
+    envs/<host>/bin/python -m orchestrator.host --identity mlx_host.0 --endpoint ipc://... \
+        --parent-pid 1234
+
+The boot document (signing key, engine entry point, models, timings) arrives as one JSON line on
+stdin, so the key is never in argv or the environment. The runtime then:
+
+- loads the engine and its models on a worker thread, heartbeating all the while, and says READY
+  only after every model loaded (or was found unavailable) and ran a warm-up transcript;
+- runs one-shot requests and stream decodes on a bounded worker pool, so the main thread keeps
+  answering heartbeats while a model computes;
+- exits by itself when the coordinator is gone: PR_SET_PDEATHSIG on Linux, its parent pid
+  changing, stdin closing (macOS has no death signal), or the coordinator falling silent.
+
+Standard library, pyzmq and numpy only: this file is installed into envs we do not control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import ctypes
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from orchestrator import audio
+from orchestrator.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
+from orchestrator.errors import (
+    BadRequestError,
+    DeadlineExceededError,
+    InternalError,
+    ModelUnavailableError,
+    OrchestratorError,
+    UnknownModelError,
+)
+from orchestrator.protocol import Codec, DropCounter, Kind, Message, error_message
+
+log = logging.getLogger("orchestrator.host")
+
+#: Exit codes the supervisor branches on.
+EXIT_OK = 0
+EXIT_ENGINE_FAILED = 3  # the engine could not start at all: restarting will not help
+EXIT_ORPHANED = 4
+#: How often the main loop wakes up at least (orphan checks, heartbeats).
+MAX_POLL_INTERVAL_S = 0.1
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    """Everything the coordinator tells a host at start, read from stdin."""
+
+    key: bytes
+    engine: str
+    models: tuple[ModelSpec, ...]
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    engine_threads: int = 1
+    heartbeat_interval_s: float = 0.25
+    orphan_timeout_s: float = 2.5
+    max_message_bytes: int = 16 * 1024 * 1024
+    segmenter: dict[str, Any] = field(default_factory=dict)
+    warmup: bool = True
+
+    @classmethod
+    def from_json(cls, line: str) -> BootConfig:
+        data = json.loads(line)
+        return cls(
+            key=bytes.fromhex(data["key"]),
+            engine=data["engine"],
+            models=tuple(
+                ModelSpec(m["name"], m["ref"], m.get("options") or {}) for m in data["models"]
+            ),
+            engine_options=data.get("engine_options") or {},
+            engine_threads=int(data.get("engine_threads", 1)),
+            heartbeat_interval_s=float(data.get("heartbeat_interval_s", 0.25)),
+            orphan_timeout_s=float(data.get("orphan_timeout_s", 2.5)),
+            max_message_bytes=int(data.get("max_message_bytes", 16 * 1024 * 1024)),
+            segmenter=data.get("segmenter") or {},
+            warmup=bool(data.get("warmup", True)),
+        )
+
+
+class HostRuntime:
+    """One host process: a socket loop on the main thread, engine work on a worker pool."""
+
+    def __init__(self, boot: BootConfig, identity: str, endpoint: str, parent_pid: int) -> None:
+        self.boot = boot
+        self.identity = identity
+        self.parent_pid = parent_pid
+        self.codec = Codec(boot.key, max_message_bytes=boot.max_message_bytes)
+        self.drops = DropCounter()
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 10_000)
+        self.sock.setsockopt(zmq.RCVHWM, 10_000)
+        self.sock.connect(endpoint)
+        self.engine: Engine | None = None
+        self.state = "loading"
+        self.models: dict[str, ModelSpec] = {}
+        self.unavailable: dict[str, str] = {}
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=boot.engine_threads, thread_name_prefix="engine"
+        )
+        self.done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self.inflight: dict[str, float] = {}  # request or decode id -> start (monotonic)
+        self.served = 0
+        self.errors = 0
+        self.stopping = False
+        self.exit_code = EXIT_OK
+        self.last_heard = time.monotonic()
+        self.parent_gone = threading.Event()
+        self.streams: Any = None  # HostStreams, created once the engine is loaded
+
+    # ----------------------------------------------------------------- plumbing
+    def send(self, msg: Message) -> None:
+        try:
+            self.sock.send_multipart(self.codec.encode(msg), flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("coordinator queue full; dropped %s", msg.kind)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the main thread (worker threads never touch the socket)."""
+        self.done.put(fn)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def submit(self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]) -> None:
+        """Run ``work`` on the pool; ``reply(result, error)`` later runs on the main thread."""
+        self.inflight[job_id] = time.monotonic()
+
+        def run() -> None:
+            try:
+                result, error = work(), None
+            except OrchestratorError as exc:
+                result, error = None, exc
+            except Exception as exc:  # an engine bug must reach the caller, not kill the host
+                log.exception("engine failed on %s", job_id)
+                result, error = None, InternalError(f"{type(exc).__name__}: {exc}")
+
+            def finish() -> None:
+                self.inflight.pop(job_id, None)
+                if error is None:
+                    self.served += 1
+                else:
+                    self.errors += 1
+                reply(result, error)
+
+            self.call_soon(finish)
+
+        self.pool.submit(run)
+
+    # ----------------------------------------------------------------- start-up
+    def start_loading(self) -> None:
+        def load() -> dict[str, Any]:
+            timings: dict[str, float] = {}
+            t0 = time.monotonic()
+            cls = load_engine_class(self.boot.engine)
+            engine = cls(self.boot.engine_options)
+            timings["import_s"] = time.monotonic() - t0
+            for spec in self.boot.models:
+                t1 = time.monotonic()
+                try:
+                    engine.load(spec)
+                    if self.boot.warmup:
+                        engine.warmup(spec.name)
+                    self.models[spec.name] = spec
+                except ModelUnavailableError as exc:
+                    self.unavailable[spec.name] = exc.message
+                    log.warning("model %s unavailable: %s", spec.name, exc.message)
+                except Exception as exc:
+                    self.unavailable[spec.name] = f"{type(exc).__name__}: {exc}"
+                    log.warning("model %s failed to load: %s", spec.name, exc)
+                timings[f"load_s.{spec.name}"] = time.monotonic() - t1
+            self.engine = engine
+            return timings
+
+        def loaded(timings: Any, error: Any) -> None:
+            if error is not None or self.engine is None:
+                log.error("engine %s failed to start: %s", self.boot.engine, error)
+                self.send(error_message(InternalError(f"engine failed to start: {error}"), None))
+                self.exit_code = EXIT_ENGINE_FAILED
+                self.stopping = True
+                return
+            from orchestrator.host_streams import HostStreams  # needs the engine
+
+            self.streams = HostStreams(self)
+            self.state = "ready"
+            self.send(self.ready_message(timings))
+
+        def run() -> None:
+            try:
+                result, error = load(), None
+            except BaseException as exc:  # noqa: BLE001 - report anything, then exit
+                result, error = None, exc
+            self.call_soon(lambda: loaded(result, error))
+
+        threading.Thread(target=run, name="engine-load", daemon=True).start()
+
+    def ready_message(self, timings: dict[str, float]) -> Message:
+        assert self.engine is not None
+        versions = self.engine.versions()
+        versions["python"] = ".".join(map(str, sys.version_info[:3]))
+        return Message(
+            Kind.READY,
+            {
+                "pid": os.getpid(),
+                "engine": self.engine.name,
+                "models": {name: spec.ref for name, spec in self.models.items()},
+                "unavailable": self.unavailable,
+                "capabilities": self.engine.capabilities(),
+                "versions": versions,
+                "timings": timings,
+            },
+        )
+
+    # ----------------------------------------------------------------- requests
+    def handle(self, msg: Message) -> None:
+        kind = msg.kind
+        if kind is Kind.HEARTBEAT:
+            return
+        if kind is Kind.TRANSCRIBE:
+            self.on_transcribe(msg)
+        elif kind in (Kind.STREAM_OPEN, Kind.STREAM_AUDIO, Kind.STREAM_CLOSE):
+            if self.streams is None:
+                self.reply_error(msg, InternalError("host is still loading"))
+            else:
+                self.streams.handle(msg)
+        elif kind is Kind.SHUTDOWN:
+            log.info("shutdown requested")
+            self.stopping = True
+        else:
+            log.debug("ignored %s", kind)
+
+    def reply_error(self, msg: Message, err: OrchestratorError, **extra: Any) -> None:
+        self.send(error_message(err, msg.header.get("id"), **extra))
+
+    def check_model(self, model: str) -> None:
+        if model in self.models:
+            return
+        if model in self.unavailable:
+            raise ModelUnavailableError(
+                f"model {model!r} is unavailable on {self.identity}: {self.unavailable[model]}",
+                model=model,
+            )
+        raise UnknownModelError(f"model {model!r} is not served by {self.identity}", model=model)
+
+    def prepare_audio(self, header: dict[str, Any], payloads: list[bytes]) -> np.ndarray:
+        """Decode and resample a request's audio to what engines take."""
+        if len(payloads) != 1:
+            raise BadRequestError(f"expected one audio payload frame, got {len(payloads)}")
+        rate = header.get("sample_rate")
+        samples = audio.decode_payload(payloads[0], header.get("format", "pcm16"), rate)
+        return audio.resample(samples, int(rate), ENGINE_SAMPLE_RATE)
+
+    def on_transcribe(self, msg: Message) -> None:
+        header = msg.header
+        request_id = str(header.get("id", ""))
+        received = time.monotonic()
+        try:
+            if self.engine is None:
+                raise InternalError("host is still loading")
+            model = str(header.get("model", ""))
+            self.check_model(model)
+            options = header.get("options") or {}
+            if not isinstance(options, dict):
+                raise BadRequestError("options must be an object")
+            self.engine.check_options(options)
+            samples = self.prepare_audio(header, msg.payloads)
+        except OrchestratorError as exc:
+            self.errors += 1
+            self.reply_error(msg, exc)
+            return
+        deadline = received + float(header.get("timeout_s", 30.0))
+        engine = self.engine
+
+        def work() -> dict[str, Any]:
+            started = time.monotonic()
+            if started > deadline:
+                raise DeadlineExceededError("deadline passed while queued on the host")
+            result = engine.transcribe(model, samples, options)
+            return {
+                "result": result.to_wire(),
+                "host_queued_s": started - received,
+                "compute_s": time.monotonic() - started,
+            }
+
+        def reply(out: Any, error: Any) -> None:
+            if error is not None:
+                self.reply_error(msg, error)
+            else:
+                self.send(Message(Kind.RESULT, {"id": request_id, **out}))
+
+        self.submit(f"req:{request_id}", work, reply)
+
+    # ----------------------------------------------------------------- main loop
+    def heartbeat(self) -> Message:
+        now = time.monotonic()
+        oldest = min(self.inflight.values(), default=now)
+        header: dict[str, Any] = {
+            "state": self.state,
+            "inflight": len(self.inflight),
+            "oldest_inflight_s": round(now - oldest, 3),
+            "served": self.served,
+            "errors": self.errors,
+            "dropped": self.drops.total,
+        }
+        if self.streams is not None:
+            header.update(self.streams.stats())
+        return Message(Kind.HEARTBEAT, header)
+
+    def orphaned(self, now: float) -> str | None:
+        if self.parent_gone.is_set():
+            return "stdin closed"
+        if os.getppid() != self.parent_pid:
+            return "parent process changed"
+        if now - self.last_heard > self.boot.orphan_timeout_s:
+            return f"coordinator silent for {now - self.last_heard:.1f}s"
+        return None
+
+    def run(self) -> int:
+        self.start_loading()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        interval = self.boot.heartbeat_interval_s
+        next_beat = time.monotonic()
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= next_beat:
+                self.send(self.heartbeat())
+                next_beat = now + interval
+            timeout = max(0.0, min(next_beat - now, MAX_POLL_INTERVAL_S))
+            events = dict(poller.poll(timeout * 1000))
+            if self.sock in events:
+                self.drain_socket()
+            if self._wake_r in events:
+                self.drain_completions()
+            reason = self.orphaned(time.monotonic())
+            if reason:
+                log.warning("exiting, coordinator gone: %s", reason)
+                return EXIT_ORPHANED
+        self.drain_completions()
+        return self.exit_code
+
+    def drain_socket(self) -> None:
+        while True:
+            try:
+                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.last_heard = time.monotonic()
+            try:
+                msg = self.codec.decode([f.buffer for f in frames])
+            except OrchestratorError as exc:
+                self.drops.add(exc)  # counted, reported in heartbeats, never fatal
+                continue
+            self.handle(msg)
+
+    def drain_completions(self) -> None:
+        try:
+            os.read(self._wake_r, 65536)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                fn = self.done.get_nowait()
+            except queue.Empty:
+                return
+            fn()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.sock.close(linger=200)
+        self.ctx.term()
+
+
+def _set_parent_death_signal() -> None:
+    """Ask Linux to SIGKILL us when the spawning thread's process dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
+def _watch_stdin(gone: threading.Event) -> None:
+    """stdin is our pipe from the coordinator: EOF means it died (the macOS safety net)."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    gone.set()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.host", description=__doc__)
+    parser.add_argument("--identity", required=True, help="name.replica the coordinator knows us by")
+    parser.add_argument("--endpoint", required=True, help="coordinator's host socket")
+    parser.add_argument("--parent-pid", type=int, required=True, help="exit when this pid is gone")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    _set_parent_death_signal()
+    if os.getppid() != args.parent_pid:  # parent died before prctl took effect
+        return EXIT_ORPHANED
+    line = sys.stdin.readline()
+    if not line:
+        return EXIT_ORPHANED
+    boot = BootConfig.from_json(line)
+    runtime = HostRuntime(boot, args.identity, args.endpoint, args.parent_pid)
+    threading.Thread(target=_watch_stdin, args=(runtime.parent_gone,), daemon=True).start()
+
+    def on_term(signum: int, frame: object) -> None:
+        runtime.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator, not the terminal, stops us
+    code = EXIT_ORPHANED
+    try:
+        code = runtime.run()
+    finally:
+        runtime.close()
+        # Engine threads may be stuck in native code; do not wait for them.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

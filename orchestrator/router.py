@@ -1,0 +1,81 @@
+"""Routing: from a model name or alias to the replica that should serve a request now.
+
+The rule, in one place: walk the model's hosts in fallback order and take the least-loaded
+replica that is serving, has the model loaded and has room. If none has room but one could
+(busy, starting, restarting), the caller queues; if none ever could (failed, stopped, or the
+model is unavailable there), the caller answers with a typed error at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from orchestrator.config import Config, ModelRoute
+from orchestrator.errors import ModelUnavailableError, NoHostAvailableError, UnknownModelError
+from orchestrator.supervisor import SERVING, HostState, Replica
+
+#: States from which a replica may still come to serve: worth waiting for.
+_COMING = frozenset({HostState.STARTING, HostState.RESTARTING})
+
+
+class Verdict(enum.Enum):
+    DISPATCH = "dispatch"
+    WAIT = "wait"
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    verdict: Verdict
+    replica: Replica | None = None
+
+
+class Router:
+    """Picks replicas; holds no state of its own beyond the config and the replica list."""
+
+    def __init__(self, config: Config, replicas: Sequence[Replica]) -> None:
+        self.config = config
+        self._by_host: dict[str, list[Replica]] = {}
+        for rep in replicas:
+            self._by_host.setdefault(rep.host.name, []).append(rep)
+
+    def route(self, model: str) -> ModelRoute:
+        route = self.config.resolve_model(model)
+        if route is None:
+            known = sorted(
+                {n for r in self.config.models.values() for n in (r.name, *r.aliases)}
+            )
+            raise UnknownModelError(f"unknown model {model!r}; known: {known}", model=model)
+        return route
+
+    def choose(self, route: ModelRoute, exclude: Collection[str] = ()) -> Choice:
+        """A replica to dispatch to, or WAIT; raises when no replica can ever serve the model."""
+        could_serve = False
+        unavailable: list[str] = []
+        for host_name in route.hosts:
+            candidates = [r for r in self._by_host[host_name] if r.name not in exclude]
+            ready = [r for r in candidates if r.state in SERVING and r.serves(route.name)]
+            free = [r for r in ready if r.inflight < r.host.max_inflight]
+            if free:
+                return Choice(Verdict.DISPATCH, min(free, key=lambda r: (r.inflight, r.streams)))
+            if ready or any(r.state in _COMING for r in candidates):
+                could_serve = True
+            for rep in candidates:
+                reason = rep.ready_info.get("unavailable", {}).get(route.name)
+                if reason and rep.state in SERVING:
+                    unavailable.append(f"{rep.name}: {reason}")
+        if could_serve:
+            return Choice(Verdict.WAIT)
+        if unavailable:
+            raise ModelUnavailableError(
+                f"model {route.name!r} could not be loaded on any host: " + "; ".join(unavailable),
+                model=route.name,
+            )
+        raise NoHostAvailableError(
+            f"no host can serve {route.name!r} now (hosts {list(route.hosts)} are failed or stopped)",
+            model=route.name,
+        )
+
+    def replicas_of(self, host: str) -> list[Replica]:
+        return self._by_host.get(host, [])
