@@ -315,7 +315,7 @@ class Broker:
     def _place(self, req: Request) -> None:
         """Dispatch now, queue (bounded), or answer with the typed reason."""
         try:
-            choice = self.router.choose(req.route, exclude=req.tried)
+            choice = self.router.choose(req.route, exclude=req.tried, only_host=req.header.get("host"))
         except OrchestratorError as exc:
             self._answer_error(req, exc)
             return
@@ -472,7 +472,7 @@ class Broker:
 
     def _place_retry(self, req: Request, dead: Replica, reason: str) -> None:
         try:
-            choice = self.router.choose(req.route, exclude=req.tried)
+            choice = self.router.choose(req.route, exclude=req.tried, only_host=req.header.get("host"))
         except OrchestratorError:
             choice = None
         if choice is None:

@@ -116,6 +116,7 @@ class _Core:
         model: str,
         timeout_s: float | None,
         options: Mapping[str, Any],
+        host: str | None = None,
     ) -> tuple[str, Message, float]:
         payload, fmt = audio_mod.encode_audio(audio, sample_rate)
         _check_options(options)
@@ -129,6 +130,8 @@ class _Core:
             "options": dict(options),
             "timeout_s": timeout,
         }
+        if host is not None:
+            header["host"] = host
         return rid, Message(Kind.TRANSCRIBE, header, [payload]), timeout
 
     def stream_open_message(
@@ -285,10 +288,15 @@ class AsyncClient:
         sample_rate: int,
         model: str,
         timeout: float | None = None,
+        host: str | None = None,
         **options: Any,
     ) -> TranscriptionResult:
-        """Transcribe one clip (PCM16 bytes, or an int16/float numpy array)."""
-        rid, msg, timeout_s = self._core.transcribe_message(audio, sample_rate, model, timeout, options)
+        """Transcribe one clip (PCM16 bytes, or an int16/float numpy array).
+
+        ``options`` are the engine options (language, context, max_tokens, temperature);
+        ``host`` pins the request to one host, with no fallback (for comparisons).
+        """
+        rid, msg, timeout_s = self._core.transcribe_message(audio, sample_rate, model, timeout, options, host)
         return self._core.result(await self._request(rid, msg, timeout_s))
 
     async def health(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -438,9 +446,10 @@ class Client:
         sample_rate: int,
         model: str,
         timeout: float | None = None,
+        host: str | None = None,
         **options: Any,
     ) -> TranscriptionResult:
-        rid, msg, timeout_s = self._core.transcribe_message(audio, sample_rate, model, timeout, options)
+        rid, msg, timeout_s = self._core.transcribe_message(audio, sample_rate, model, timeout, options, host)
         self._send(msg)
         return self._core.result(self._wait(rid, timeout_s + REPLY_GRACE_S))
 

@@ -86,8 +86,9 @@ class Coordinator:
         if self.public_endpoint and self.public_endpoint.startswith("tcp://") and self.public_endpoint.endswith(":0"):
             self.public_endpoint = self.broker.clients.getsockopt(zmq.LAST_ENDPOINT).decode()
         if write_connection_file and self.public_endpoint:
+            # In the per-user base folder, where clients look by default.
             self.connection_file = runtime_dir.write_connection_file(
-                self.run_dir, self.connection_info()
+                self.run_dir.parent, self.connection_info()
             )
         self._thread = threading.Thread(target=self._run, name="orchestrator-broker", daemon=True)
         self._thread.start()
@@ -148,6 +149,8 @@ class Coordinator:
             self.ctx.term()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.connection_file is not None:
+            self.connection_file.unlink(missing_ok=True)
 
     def __enter__(self) -> Coordinator:
         return self.start()

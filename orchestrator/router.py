@@ -49,11 +49,24 @@ class Router:
             raise UnknownModelError(f"unknown model {model!r}; known: {known}", model=model)
         return route
 
-    def choose(self, route: ModelRoute, exclude: Collection[str] = ()) -> Choice:
-        """A replica to dispatch to, or WAIT; raises when no replica can ever serve the model."""
+    def choose(
+        self, route: ModelRoute, exclude: Collection[str] = (), only_host: str | None = None
+    ) -> Choice:
+        """A replica to dispatch to, or WAIT; raises when no replica can ever serve the model.
+
+        ``only_host`` pins the request to one host (``--all-hosts`` comparisons): no fallback.
+        """
         could_serve = False
         unavailable: list[str] = []
-        for host_name in route.hosts:
+        hosts = route.hosts
+        if only_host is not None:
+            if only_host not in route.hosts:
+                raise NoHostAvailableError(
+                    f"host {only_host!r} does not serve {route.name!r} (hosts: {list(route.hosts)})",
+                    model=route.name,
+                )
+            hosts = (only_host,)
+        for host_name in hosts:
             candidates = [r for r in self._by_host[host_name] if r.name not in exclude]
             ready = [r for r in candidates if r.state in SERVING and r.serves(route.name)]
             free = [r for r in ready if r.inflight < r.host.max_inflight]
