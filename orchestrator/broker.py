@@ -10,10 +10,12 @@ One thread runs :meth:`Broker.run`. Other threads talk to it only through :meth:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -112,7 +114,11 @@ class Broker:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.running = False
+        self.spawned = threading.Event()  # set once every replica's first spawn was attempted
         self.on_tick: list[Callable[[], None]] = []
+        #: Run once per answered one-shot request: fn(model, host or None, outcome, timings),
+        #: outcome "ok" or an error code (metrics hang latency histograms here).
+        self.on_request_done: list[Callable[[str, str | None, str, dict[str, float]], None]] = []
 
     def _router_socket(self, endpoints: list[str]) -> zmq.Socket[Any]:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -121,7 +127,8 @@ class Broker:
         sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
         sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
         # A backstop below our own size check: ZeroMQ refuses absurd frames before we buffer them.
-        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_message_bytes + 65_536)
+        # (generous, so an ordinary oversize message still reaches our check and is counted).
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.settings.max_message_bytes + 65_536)
         for endpoint in endpoints:
             sock.bind(endpoint)
         return sock
@@ -129,11 +136,19 @@ class Broker:
     # ------------------------------------------------------------------ cross-thread calls
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the broker thread soon (thread-safe)."""
+        if self._wake_w < 0:
+            raise RuntimeError("broker is shut down")
         self._calls.put(fn)
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
+
+    def _request_done(self, req: Request, outcome: str, timings: dict[str, float]) -> None:
+        host = req.replica.host.name if req.replica is not None else None
+        for fn in self.on_request_done:
+            try:
+                fn(req.route.name, host, outcome, timings)
+            except Exception:
+                log.exception("on_request_done hook failed")
 
     # ------------------------------------------------------------------ sending
     def send_client(self, client: bytes, msg: Message) -> None:
@@ -162,7 +177,10 @@ class Broker:
     # ------------------------------------------------------------------ the loop
     def run(self, should_stop: Callable[[], bool]) -> None:
         self.running = True
-        self.supervisor.start_all()
+        try:
+            self.supervisor.start_all()
+        finally:
+            self.spawned.set()
         poller = zmq.Poller()
         poller.register(self.clients, zmq.POLLIN)
         poller.register(self.hosts, zmq.POLLIN)
@@ -202,12 +220,11 @@ class Broker:
         self.hosts.close(linger=0)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1
 
     def _run_calls(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 65536)
-        except BlockingIOError:
-            pass
         while True:
             try:
                 fn = self._calls.get_nowait()
@@ -344,6 +361,8 @@ class Broker:
         if not req.answered:
             req.answered = True
             self.reply_error(req.client, req.client_id, err, model=req.route.name)
+            total = time.monotonic() - req.received
+            self._request_done(req, str(err.code), {"queued_s": total, "compute_s": 0.0, "total_s": total})
 
     def _drain_pending(self) -> None:
         """Offer queued requests to replicas that have room again, oldest first."""
@@ -393,6 +412,7 @@ class Broker:
                     "compute_s": float(header.get("compute_s", 0.0)),
                     "total_s": now - req.received,
                 }
+                self._request_done(req, "ok", timings)
                 self.send_client(
                     req.client,
                     Message(
@@ -417,6 +437,8 @@ class Broker:
             elif not req.answered:
                 req.answered = True
                 self.stats.count_error(code)
+                total = now - req.received
+                self._request_done(req, code, {"queued_s": total, "compute_s": 0.0, "total_s": total})
                 self.send_client(req.client, Message(Kind.ERROR, {**msg.header, "id": req.client_id}))
         self.supervisor.update_load(rep)
         self._drain_pending()

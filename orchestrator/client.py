@@ -15,6 +15,7 @@ Errors are raised as the typed classes of ``orchestrator.errors``, one per code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
@@ -207,11 +208,15 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise BadRequestError(f"unknown option(s) {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}")
 
 
-def _resolve(endpoint: str | None, key: bytes | None, connection_file: str | Path | None) -> tuple[str, bytes]:
+def _resolve(
+    endpoint: str | None, key: bytes | None, connection_file: str | Path | None, max_bytes: int | None
+) -> tuple[str, bytes, int]:
+    """Endpoint, key and message limit: as given, else from the connection file."""
     if endpoint and key:
-        return endpoint, key
+        return endpoint, key, max_bytes or DEFAULT_MAX_MESSAGE_BYTES
     info = read_connection_file(connection_file)
-    return endpoint or str(info["endpoint"]), key or bytes.fromhex(str(info["key"]))
+    limit = max_bytes or int(info.get("max_message_bytes") or DEFAULT_MAX_MESSAGE_BYTES)
+    return endpoint or str(info["endpoint"]), key or bytes.fromhex(str(info["key"])), limit
 
 
 class AsyncClient:
@@ -225,9 +230,9 @@ class AsyncClient:
         connection_file: str | Path | None = None,
         context: zmq.Context[Any] | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int | None = None,
     ) -> None:
-        endpoint, key = _resolve(endpoint, key, connection_file)
+        endpoint, key, max_message_bytes = _resolve(endpoint, key, connection_file, max_message_bytes)
         self._core = _Core(key, max_message_bytes, timeout_s)
         self._own_ctx = context is None
         self._ctx = zmq.asyncio.Context.shadow(context.underlying) if context else zmq.asyncio.Context()
@@ -316,14 +321,18 @@ class AsyncClient:
     ) -> AsyncStream:
         return AsyncStream(self, model, sample_rate, format, options)
 
+    def close_socket(self) -> None:
+        """Close the socket without a running loop (the coordinator does this on close)."""
+        self.closed = True
+        if not self._sock.closed:
+            self._sock.close(linger=0)
+
     async def aclose(self) -> None:
         self.closed = True
         if self._reader is not None:
             self._reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
         self._sock.close(linger=0)
         if self._own_ctx:
             self._ctx.term()
@@ -402,9 +411,9 @@ class Client:
         connection_file: str | Path | None = None,
         context: zmq.Context[Any] | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int | None = None,
     ) -> None:
-        endpoint, key = _resolve(endpoint, key, connection_file)
+        endpoint, key, max_message_bytes = _resolve(endpoint, key, connection_file, max_message_bytes)
         self._core = _Core(key, max_message_bytes, timeout_s)
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
@@ -468,8 +477,12 @@ class Client:
     def stream(self, *, model: str, sample_rate: int, format: str = "pcm16", **options: Any) -> SyncStream:
         return SyncStream(self, model, sample_rate, format, options)
 
+    def close_socket(self) -> None:
+        if not self._sock.closed:
+            self._sock.close(linger=0)
+
     def close(self) -> None:
-        self._sock.close(linger=0)
+        self.close_socket()
         if self._own_ctx:
             self._ctx.term()
 

@@ -19,6 +19,7 @@ import logging
 import shutil
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,8 @@ class Coordinator:
     def __init__(self, config: Config, *, client_endpoint: str | None = None) -> None:
         self.config = config
         self.settings = config.coordinator
-        self._client_endpoint = client_endpoint if client_endpoint is not None else self.settings.client_endpoint
+        # Embedded coordinators listen on inproc only; a public endpoint is opt-in (serve uses one).
+        self._client_endpoint = client_endpoint
         self.ctx: zmq.Context[Any] | None = None
         self.broker: Broker | None = None
         self.run_dir: Path | None = None
@@ -59,6 +61,8 @@ class Coordinator:
         self.inproc_endpoint = f"inproc://orchestrator-{id(self):x}"
         self.public_endpoint: str | None = None
         self.connection_file: Path | None = None
+        # Clients made here share our ZeroMQ context: close them with us, or term() would hang.
+        self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @classmethod
     def from_config(cls, path: str | Path, **kwargs: Any) -> Coordinator:
@@ -68,12 +72,26 @@ class Coordinator:
     def start(self, *, wait: bool = True, write_connection_file: bool = False) -> Coordinator:
         """Check envs, bind sockets, spawn every host; optionally wait until each is settled."""
         self._check_envs()
-        self.run_dir = runtime_dir.run_dir(self.settings.runtime_dir or None)
+        try:
+            self._start(write_connection_file)
+            if wait:
+                self.wait_settled()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self, write_connection_file: bool) -> None:
+        base = runtime_dir.private_dir(
+            Path(self.settings.runtime_dir) if self.settings.runtime_dir else runtime_dir.default_base()
+        )
+        self.run_dir = runtime_dir.run_dir(base)
+        if self._client_endpoint is not None:
+            self.public_endpoint = self._public_endpoint(self._client_endpoint)
         self.ctx = zmq.Context()
         host_endpoint = f"ipc://{self.run_dir}/hosts.sock"
         endpoints = [self.inproc_endpoint]
-        if self._client_endpoint is not None:
-            self.public_endpoint = self._public_endpoint(self._client_endpoint)
+        if self.public_endpoint is not None:
             endpoints.append(self.public_endpoint)
         self.broker = Broker(
             self.config,
@@ -87,14 +105,9 @@ class Coordinator:
             self.public_endpoint = self.broker.clients.getsockopt(zmq.LAST_ENDPOINT).decode()
         if write_connection_file and self.public_endpoint:
             # In the per-user base folder, where clients look by default.
-            self.connection_file = runtime_dir.write_connection_file(
-                self.run_dir.parent, self.connection_info()
-            )
+            self.connection_file = runtime_dir.write_connection_file(base, self.connection_info())
         self._thread = threading.Thread(target=self._run, name="orchestrator-broker", daemon=True)
         self._thread.start()
-        if wait:
-            self.wait_settled()
-        return self
 
     def _public_endpoint(self, endpoint: str) -> str:
         assert self.run_dir is not None
@@ -128,6 +141,7 @@ class Coordinator:
         assert self.broker is not None
         limit = timeout_s or max(h.ready_timeout_s for h in self.config.hosts.values()) * 3 + 10
         deadline = time.monotonic() + limit
+        self.broker.spawned.wait(limit)
         while time.monotonic() < deadline:
             if all(r.state in _SETTLED for r in self.broker.supervisor.replicas):
                 return
@@ -137,20 +151,27 @@ class Coordinator:
         raise TimeoutError(f"hosts not settled after {limit:.0f}s")
 
     def close(self) -> None:
-        """Stop every host (ask, SIGTERM, SIGKILL), reap them, close sockets."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        if self.broker is not None:
-            self.broker.call(lambda: None)  # wake the loop
-        self._thread.join()
-        self._thread = None
+        """Stop every host (ask, SIGTERM, SIGKILL), reap them, close sockets. Idempotent."""
+        if self._thread is not None:
+            self._stop.set()
+            if self.broker is not None:
+                self.broker.call(lambda: None)  # wake the loop
+            self._thread.join()
+            self._thread = None
+        elif self.broker is not None:
+            self.broker.shutdown()  # started but its thread never ran
+        self.broker = None
+        for client in list(self._clients):
+            client.close_socket()
         if self.ctx is not None:
-            self.ctx.term()
+            self.ctx.destroy(linger=0)
+            self.ctx = None
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
         if self.connection_file is not None:
             self.connection_file.unlink(missing_ok=True)
+            self.connection_file = None
 
     def __enter__(self) -> Coordinator:
         return self.start()
@@ -168,33 +189,41 @@ class Coordinator:
     # ------------------------------------------------------------------ clients
     def connection_info(self) -> dict[str, Any]:
         """Endpoint and client key for clients in other processes (keep it private)."""
-        return {"endpoint": self.public_endpoint, "key": self.client_key.hex(), "pid": _pid()}
+        return {
+            "endpoint": self.public_endpoint,
+            "key": self.client_key.hex(),
+            "pid": _pid(),
+            "max_message_bytes": self.settings.max_message_bytes,
+        }
 
     def client(self, **kwargs: Any) -> AsyncClient:
         """An asyncio client over inproc (same process, no copies over the kernel)."""
         from orchestrator.client import AsyncClient
 
         assert self.ctx is not None, "start the coordinator first"
-        return AsyncClient(self.inproc_endpoint, key=self.client_key, context=self.ctx, **kwargs)
+        kwargs.setdefault("max_message_bytes", self.settings.max_message_bytes)
+        client = AsyncClient(self.inproc_endpoint, key=self.client_key, context=self.ctx, **kwargs)
+        self._clients.add(client)
+        return client
 
     def sync_client(self, **kwargs: Any) -> Client:
         from orchestrator.client import Client
 
         assert self.ctx is not None, "start the coordinator first"
-        return Client(self.inproc_endpoint, key=self.client_key, context=self.ctx, **kwargs)
+        kwargs.setdefault("max_message_bytes", self.settings.max_message_bytes)
+        client = Client(self.inproc_endpoint, key=self.client_key, context=self.ctx, **kwargs)
+        self._clients.add(client)
+        return client
 
     # ------------------------------------------------------------------ introspection
     def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The health snapshot, taken on the broker thread."""
-        assert self.broker is not None
-        done: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-        broker = self.broker
-        broker.call(lambda: done.set_result(snapshot(broker)))
-        return done.result(timeout_s)
+        return self.call(snapshot, timeout_s)
 
     def call(self, fn: Any, timeout_s: float = 5.0) -> Any:
         """Run ``fn(broker)`` on the broker thread and return its result (tests, admin)."""
-        assert self.broker is not None
+        if self.broker is None or self._thread is None:
+            raise RuntimeError("coordinator is not running")
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
         broker = self.broker
 

@@ -21,14 +21,6 @@ if TYPE_CHECKING:
 
 
 def replica_health(rep: Replica, now: float) -> dict[str, Any]:
-    rss_mb = cpu = None
-    if rep.ps is not None:
-        try:
-            with rep.ps.oneshot():
-                rss_mb = round(rep.ps.memory_info().rss / 2**20, 1)
-                cpu = round(rep.ps.cpu_percent(None), 1)
-        except psutil.Error:
-            pass
     hb = rep.heartbeat
     versions = rep.ready_info.get("versions", {})
     return {
@@ -36,6 +28,7 @@ def replica_health(rep: Replica, now: float) -> dict[str, Any]:
         "host": rep.host.name,
         "state": str(rep.state),
         "reason": rep.last_reason,
+        "last_restart_reason": rep.last_restart_reason,
         "pid": rep.pid,
         "uptime_s": round(now - rep.started_at, 2) if rep.proc is not None else 0.0,
         "state_age_s": round(now - rep.state_since, 2),
@@ -48,8 +41,8 @@ def replica_health(rep: Replica, now: float) -> dict[str, Any]:
         "served": rep.served,
         "errors": rep.errors,
         "host_dropped": hb.get("dropped", 0),
-        "rss_mb": rss_mb,
-        "cpu_percent": cpu,
+        "rss_mb": rep.rss_mb,
+        "cpu_percent": rep.cpu_percent,
         "engine": rep.ready_info.get("engine"),
         "models": dict(rep.models),
         "unavailable": dict(rep.ready_info.get("unavailable", {})),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import ctypes
 import json
 import logging
@@ -138,10 +139,8 @@ class HostRuntime:
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the main thread (worker threads never touch the socket)."""
         self.done.put(fn)
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
 
     def submit(self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]) -> None:
         """Run ``work`` on the pool; ``reply(result, error)`` later runs on the main thread."""
@@ -209,7 +208,7 @@ class HostRuntime:
         def run() -> None:
             try:
                 result, error = load(), None
-            except BaseException as exc:  # noqa: BLE001 - report anything, then exit
+            except BaseException as exc:
                 result, error = None, exc
             self.call_soon(lambda: loaded(result, error))
 
@@ -376,10 +375,8 @@ class HostRuntime:
             self.handle(msg)
 
     def drain_completions(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 65536)
-        except BlockingIOError:
-            pass
         while True:
             try:
                 fn = self.done.get_nowait()

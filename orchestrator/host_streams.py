@@ -20,8 +20,6 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from orchestrator import audio
 from orchestrator.engine import ENGINE_SAMPLE_RATE
 from orchestrator.errors import (

@@ -16,13 +16,13 @@ The whole life of a replica is in :meth:`Supervisor._transition`::
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -37,6 +37,8 @@ from orchestrator.config import Config, HostConfig, host_python
 from orchestrator.host import EXIT_ENGINE_FAILED
 
 log = logging.getLogger("orchestrator.supervisor")
+#: How often each host's RSS and CPU% are read (and the memory ceiling checked).
+RESOURCE_SAMPLE_INTERVAL_S = 1.0
 host_log = logging.getLogger("orchestrator.hosts")
 
 
@@ -96,8 +98,12 @@ class Replica:
     last_exit: int | None = None
     last_reason: str = ""
     kill_reason: str = ""
+    last_restart_reason: str = ""
     inflight: int = 0
     streams: int = 0
+    cpu_percent: float | None = None
+    rss_mb: float | None = None
+    sampled_at: float = 0.0
     served: int = 0
     errors: int = 0
 
@@ -193,6 +199,8 @@ class Supervisor:
         python = host_python(host, self.config.root)
         rep.generation += 1
         rep.heartbeat, rep.ready_info = {}, {}
+        rep.cpu_percent = rep.rss_mb = None
+        rep.sampled_at = 0.0
         rep.inflight = rep.streams = 0
         cmd = [
             str(python), "-m", "orchestrator.host",
@@ -223,7 +231,7 @@ class Supervisor:
         # The key goes through the pipe only we hold: not argv, not the environment.
         rep.proc.stdin.write(self._boot_document(host).encode() + b"\n")
         rep.proc.stdin.flush()
-        for stream, level in ((rep.proc.stdout, logging.INFO), (rep.proc.stderr, logging.INFO)):
+        for stream, level in ((rep.proc.stdout, logging.INFO), (rep.proc.stderr, logging.WARNING)):
             threading.Thread(
                 target=_pump_output, args=(stream, rep.name, level), daemon=True,
                 name=f"out-{rep.name}",
@@ -327,8 +335,25 @@ class Supervisor:
                     self._kill(rep, signal.SIGKILL)  # drained: recycle
                 if rep.state in SERVING and now - rep.ready_at > rep.host.restart.stable_after_s:
                     rep.consecutive_failures = 0
+                if now - rep.sampled_at >= RESOURCE_SAMPLE_INTERVAL_S:
+                    self._sample(rep, now)
             elif rep.state is HostState.RESTARTING and now >= rep.next_start_at and not self.closing:
                 self.spawn(rep)
+
+    def _sample(self, rep: Replica, now: float) -> None:
+        """Read RSS and CPU% on one fixed cadence, so every reader sees the same window."""
+        rep.sampled_at = now
+        if rep.ps is None:
+            return
+        try:
+            with rep.ps.oneshot():
+                rep.rss_mb = round(rep.ps.memory_info().rss / 2**20, 1)
+                rep.cpu_percent = round(rep.ps.cpu_percent(None), 1)
+        except psutil.Error:
+            return
+        limit = rep.host.memory_limit_mb
+        if limit and rep.rss_mb > limit and rep.state in SERVING:
+            self.drain(rep, f"RSS {rep.rss_mb:.0f} MB over the {limit} MB limit")
 
     def _escalate_stop(self, rep: Replica, now: float) -> None:
         if now >= rep.stop_deadline_kill:
@@ -343,10 +368,8 @@ class Supervisor:
             # The host leads its own process group: take any children of its with it.
             os.killpg(rep.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 rep.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
 
     def _on_exit(self, rep: Replica, code: int) -> None:
         """Reap the child and decide: stopped, restart later, or failed for good."""
@@ -355,17 +378,17 @@ class Supervisor:
         proc.wait()
         for pipe in (proc.stdin,):
             if pipe is not None:
-                try:
+                with contextlib.suppress(OSError):
                     pipe.close()
-                except OSError:
-                    pass
         self._by_identity.pop(rep.identity, None)
         rep.proc, rep.ps, rep.last_exit = None, None, code
+        rep.rss_mb = rep.cpu_percent = None
         if rep.stop_target is not None or self.closing:
             self._transition(rep, rep.stop_target or HostState.STOPPED, f"exit {code}")
             rep.stop_target = None
             return
         reason = rep.kill_reason or f"exited with {code}"
+        rep.last_restart_reason = reason
         if code == EXIT_ENGINE_FAILED:
             self._transition(rep, HostState.FAILED, f"engine failed to start ({reason})")
             return
@@ -427,14 +450,22 @@ def _segmenter_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config.segmenter)
 
 
-def _pump_output(stream: IO[bytes] | None, name: str, level: int) -> None:
-    """Relay a host's output line by line, prefixed with its name, never mid-line."""
+_LEVELS = {name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
+
+
+def _pump_output(stream: IO[bytes] | None, name: str, default_level: int) -> None:
+    """Relay a host's output line by line, prefixed with its name, never mid-line.
+
+    The host runtime logs "LEVEL logger: message"; such lines keep their level, anything else
+    on stderr (a library's warning, a traceback) is a warning so it is seen by default.
+    """
     if stream is None:
         return
     with stream:
         for raw in iter(stream.readline, b""):
             line = raw.decode(errors="replace").rstrip()
-            if line:
-                host_log.log(level, "[%s] %s", name, line, extra={"host": name})
-    if sys.is_finalizing():
-        return
+            if not line:
+                continue
+            word = line.split(" ", 1)[0]
+            level = _LEVELS.get(word, default_level)
+            host_log.log(level, "[%s] %s", name, line, extra={"host": name})

@@ -1,0 +1,125 @@
+"""Shared helpers for tests that run a real coordinator with synthetic hosts.
+
+Synthetic hosts run under the interpreter running the tests ("python = current"), with the real
+host runtime, real subprocesses and real ZeroMQ sockets; only the model is fake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import psutil
+
+from orchestrator.config import Config, config_from_dict
+from orchestrator.coordinator import Coordinator
+from orchestrator.synthetic import fingerprint, parse_fingerprint
+
+SYNTHETIC = "orchestrator.synthetic:SyntheticEngine"
+#: Fast failure detection so fault tests take seconds, not minutes.
+FAST_COORDINATOR = {
+    "heartbeat_interval_s": 0.1,
+    "heartbeat_liveness": 10,
+    "host_orphan_timeout_s": 2.0,
+    "stop_grace_s": 1.0,
+    "term_grace_s": 1.0,
+    "stuck_request_grace_s": 1.0,
+}
+FAST_RESTART = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "max_restarts": 5, "restart_window_s": 30.0}
+
+
+def synthetic_host(models: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    host: dict[str, Any] = {
+        "python": "current",
+        "engine": SYNTHETIC,
+        "models": models or {"echo": "synthetic"},
+        "ready_timeout_s": 30.0,
+    }
+    host.update(overrides)
+    return host
+
+
+def make_config(
+    hosts: dict[str, dict[str, Any]] | None = None,
+    models: dict[str, Any] | None = None,
+    **coordinator: Any,
+) -> Config:
+    runtime = tempfile.mkdtemp(prefix="orc-test-", dir="/tmp")
+    raw: dict[str, Any] = {
+        "coordinator": {**FAST_COORDINATOR, "runtime_dir": runtime, **coordinator},
+        "restart": dict(FAST_RESTART),
+        "hosts": copy.deepcopy(hosts or {"syn": synthetic_host()}),
+    }
+    if models:
+        raw["models"] = models
+    return config_from_dict(raw, root=os.getcwd())
+
+
+@contextlib.contextmanager
+def running(config: Config, **kwargs: Any) -> Iterator[Coordinator]:
+    """A started coordinator that is always closed, and whose hosts are checked gone after."""
+    coord = Coordinator(config, **kwargs)
+    coord.start()
+    pids: set[int] = set()
+    try:
+        yield coord
+    finally:
+        with contextlib.suppress(Exception):
+            pids = {r["pid"] for r in coord.health()["replicas"] if r["pid"]}
+        coord.close()
+        assert_gone(pids)
+
+
+def assert_gone(pids: set[int], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if _alive(p)}
+        time.sleep(0.05)
+    assert not alive, f"host processes still alive: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def replica(coord: Coordinator, name: str) -> dict[str, Any]:
+    return next(r for r in coord.health()["replicas"] if r["name"] == name)
+
+
+def tone_pcm16(n: int, seed: int) -> np.ndarray:
+    """Distinct, reproducible PCM16 audio per request (so mixed-up replies are caught)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(-20000, 20000, size=n, dtype=np.int16)
+
+
+def expected_text_fields(pcm: np.ndarray) -> dict[str, float]:
+    fp = fingerprint(pcm)
+    return {k: float(v) for k, v in fp.items()}
+
+
+def assert_fingerprint(text: str, pcm: np.ndarray) -> None:
+    got = parse_fingerprint(text)
+    want = expected_text_fields(pcm)
+    assert got["n"] == want["n"] and got["sum"] == want["sum"], (got, want)
+    assert got["first"] == want["first"] and got["last"] == want["last"], (got, want)
+    assert abs(got["sq"] - want["sq"]) <= 1e-6 * max(1.0, want["sq"]), (got, want)
