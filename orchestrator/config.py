@@ -67,7 +67,10 @@ class HostConfig:
 
     name: str
     engine: str
+    #: Model name -> hub id or local path, loaded (and warmed up) before the host is ready.
     models: Mapping[str, str]
+    #: Loaded at their first request: big or rarely used models that should not slow start-up.
+    on_demand_models: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Env name under envs/ (built by `nox -s hosts`); or leave empty and set ``python``.
     env: str = ""
     #: An interpreter to use instead of an env: a path, or "current" (tests and synthetic hosts).
@@ -84,6 +87,10 @@ class HostConfig:
     memory_limit_mb: int = 0
     restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
     env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def all_models(self) -> dict[str, str]:
+        return {**self.models, **self.on_demand_models}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,11 +204,17 @@ def _build_host(
         merged = {**dataclasses.asdict(default_restart), **_table(fields.pop("restart"), source, where)}
         restart = _build(RestartPolicy, merged, source, f"{where}.restart")
     models = _table(fields.get("models", {}), source, f"{where}.models")
-    if not models:
+    lazy = _table(fields.get("on_demand_models", {}), source, f"{where}.on_demand_models")
+    if not models and not lazy:
         raise ConfigError(f"{source}: {where}.models is empty (fix: map model names to hub ids or paths)")
-    for model, ref in models.items():
-        if not isinstance(ref, str) or not ref:
-            raise ConfigError(f"{source}: {where}.models.{model} must be a hub id or path string")
+    for table_name, table in (("models", models), ("on_demand_models", lazy)):
+        for model, ref in table.items():
+            if not isinstance(ref, str) or not ref:
+                raise ConfigError(f"{source}: {where}.{table_name}.{model} must be a hub id or path string")
+    both = sorted(set(models) & set(lazy))
+    if both:
+        raise ConfigError(f"{source}: {where}: {both[0]!r} is in both models and on_demand_models")
+    fields.setdefault("models", {})
     host = _build(HostConfig, {**fields, "name": name, "restart": restart}, source, where)
     if bool(host.env) == bool(host.python):
         raise ConfigError(
@@ -230,7 +243,7 @@ def _build_routes(
                     f"{source}: {where}.hosts names {host!r}, which is not a [hosts] entry "
                     f"(fix: one of {sorted(hosts)})"
                 )
-            if model not in hosts[host].models:
+            if model not in hosts[host].all_models:
                 raise ConfigError(
                     f"{source}: {where}.hosts names {host!r}, which does not serve {model!r} "
                     f"(fix: add it to [hosts.{host}.models])"
@@ -238,9 +251,9 @@ def _build_routes(
         routes[model] = ModelRoute(model, tuple(route.hosts), tuple(route.aliases))
     # Models a host serves without a [models] entry are routed to their hosts in file order.
     for host in hosts.values():
-        for model in host.models:
+        for model in host.all_models:
             if model not in routes:
-                serving = tuple(h.name for h in hosts.values() if model in h.models)
+                serving = tuple(h.name for h in hosts.values() if model in h.all_models)
                 routes[model] = ModelRoute(model, serving)
     names: dict[str, str] = {}
     for route in routes.values():

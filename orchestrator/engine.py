@@ -49,6 +49,8 @@ class ModelSpec:
     name: str
     ref: str
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Loaded at its first request instead of before the host reports ready.
+    on_demand: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

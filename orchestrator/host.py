@@ -82,7 +82,8 @@ class BootConfig:
             key=bytes.fromhex(data["key"]),
             engine=data["engine"],
             models=tuple(
-                ModelSpec(m["name"], m["ref"], m.get("options") or {}) for m in data["models"]
+                ModelSpec(m["name"], m["ref"], m.get("options") or {}, bool(m.get("on_demand")))
+                for m in data["models"]
             ),
             engine_options=data.get("engine_options") or {},
             engine_threads=int(data.get("engine_threads", 1)),
@@ -114,6 +115,10 @@ class HostRuntime:
         self.state = "loading"
         self.models: dict[str, ModelSpec] = {}
         self.unavailable: dict[str, str] = {}
+        #: Models loaded at their first request rather than before READY.
+        self.on_demand: dict[str, ModelSpec] = {m.name: m for m in boot.models if m.on_demand}
+        self.load_timings: dict[str, float] = {}
+        self._load_lock = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=boot.engine_threads, thread_name_prefix="engine"
         )
@@ -168,29 +173,59 @@ class HostRuntime:
         self.pool.submit(run)
 
     # ----------------------------------------------------------------- start-up
+    def load_model(self, engine: Engine, spec: ModelSpec) -> float:
+        """Load (and warm up) one model on the calling worker thread; returns seconds taken."""
+        started = time.monotonic()
+        try:
+            engine.load(spec)
+            if self.boot.warmup:
+                engine.warmup(spec.name)
+        except ModelUnavailableError as exc:
+            self.unavailable[spec.name] = exc.message
+            log.warning("model %s unavailable: %s", spec.name, exc.message)
+            raise
+        except Exception as exc:  # a loader bug is still "this model is unavailable here"
+            self.unavailable[spec.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("model %s failed to load: %s", spec.name, exc)
+            raise ModelUnavailableError(
+                f"model {spec.name!r} ({spec.ref}) failed to load: {type(exc).__name__}: {exc}",
+                model=spec.name,
+            ) from exc
+        self.models[spec.name] = spec
+        self.unavailable.pop(spec.name, None)
+        return time.monotonic() - started
+
+    def ensure_model(self, model: str) -> None:
+        """Load an on-demand model before its first use (worker thread; loads one at a time)."""
+        if model in self.models:
+            return
+        with self._load_lock:
+            if model in self.models:
+                return
+            if model in self.unavailable:
+                self.check_model(model)  # raises the recorded cause
+            assert self.engine is not None
+            log.info("loading on-demand model %s (%s)", model, self.on_demand[model].ref)
+            try:
+                self.load_timings[f"load_s.{model}"] = self.load_model(self.engine, self.on_demand[model])
+            finally:
+                self.call_soon(lambda: self.send(self.ready_message()))  # models changed
+
     def start_loading(self) -> None:
         def load() -> dict[str, Any]:
-            timings: dict[str, float] = {}
             t0 = time.monotonic()
             cls = load_engine_class(self.boot.engine)
             engine = cls(self.boot.engine_options)
-            timings["import_s"] = time.monotonic() - t0
+            self.load_timings["import_s"] = time.monotonic() - t0
             for spec in self.boot.models:
-                t1 = time.monotonic()
+                if spec.name in self.on_demand:
+                    continue
                 try:
-                    engine.load(spec)
-                    if self.boot.warmup:
-                        engine.warmup(spec.name)
-                    self.models[spec.name] = spec
-                except ModelUnavailableError as exc:
-                    self.unavailable[spec.name] = exc.message
-                    log.warning("model %s unavailable: %s", spec.name, exc.message)
-                except Exception as exc:
-                    self.unavailable[spec.name] = f"{type(exc).__name__}: {exc}"
-                    log.warning("model %s failed to load: %s", spec.name, exc)
-                timings[f"load_s.{spec.name}"] = time.monotonic() - t1
+                    self.load_timings[f"load_s.{spec.name}"] = self.load_model(engine, spec)
+                except ModelUnavailableError:
+                    pass  # recorded; the host serves its other models
             self.engine = engine
-            return timings
+            return self.load_timings
 
         def loaded(timings: Any, error: Any) -> None:
             if error is not None or self.engine is None:
@@ -203,7 +238,7 @@ class HostRuntime:
 
             self.streams = HostStreams(self)
             self.state = "ready"
-            self.send(self.ready_message(timings))
+            self.send(self.ready_message())
 
         def run() -> None:
             try:
@@ -214,7 +249,8 @@ class HostRuntime:
 
         threading.Thread(target=run, name="engine-load", daemon=True).start()
 
-    def ready_message(self, timings: dict[str, float]) -> Message:
+    def ready_message(self) -> Message:
+        """What this host serves; sent once loaded, and again whenever its models change."""
         assert self.engine is not None
         versions = self.engine.versions()
         versions["python"] = ".".join(map(str, sys.version_info[:3]))
@@ -224,10 +260,15 @@ class HostRuntime:
                 "pid": os.getpid(),
                 "engine": self.engine.name,
                 "models": {name: spec.ref for name, spec in self.models.items()},
-                "unavailable": self.unavailable,
+                "on_demand": {
+                    name: spec.ref
+                    for name, spec in self.on_demand.items()
+                    if name not in self.models and name not in self.unavailable
+                },
+                "unavailable": dict(self.unavailable),
                 "capabilities": self.engine.capabilities(),
                 "versions": versions,
-                "timings": timings,
+                "timings": dict(self.load_timings),
             },
         )
 
@@ -253,7 +294,8 @@ class HostRuntime:
         self.send(error_message(err, msg.header.get("id"), **extra))
 
     def check_model(self, model: str) -> None:
-        if model in self.models:
+        """Raise the typed error if this host cannot serve ``model`` (on-demand ones it can)."""
+        if model in self.models or (model in self.on_demand and model not in self.unavailable):
             return
         if model in self.unavailable:
             raise ModelUnavailableError(
@@ -295,6 +337,7 @@ class HostRuntime:
             started = time.monotonic()
             if started > deadline:
                 raise DeadlineExceededError("deadline passed while queued on the host")
+            self.ensure_model(model)
             result = engine.transcribe(model, samples, options)
             return {
                 "result": result.to_wire(),

@@ -191,6 +191,7 @@ class HostStreams:
         clip = action.audio
 
         def work() -> Any:
+            self.runtime.ensure_model(model)
             t0 = time.monotonic()
             result = engine.transcribe(model, clip, options)
             return result, time.monotonic() - t0

@@ -125,7 +125,8 @@ class Replica:
         return self.ready_info.get("models", {})
 
     def serves(self, model: str) -> bool:
-        return model in self.models
+        """Loaded, or loadable on first use."""
+        return model in self.models or model in self.ready_info.get("on_demand", {})
 
     @property
     def has_capacity(self) -> bool:
@@ -240,8 +241,9 @@ class Supervisor:
 
     def _boot_document(self, host: HostConfig) -> str:
         models = [
-            {"name": name, "ref": ref, "options": dict(host.model_options.get(name, {}))}
-            for name, ref in host.models.items()
+            {"name": name, "ref": ref, "options": dict(host.model_options.get(name, {})), "on_demand": lazy}
+            for lazy, table in ((False, host.models), (True, host.on_demand_models))
+            for name, ref in table.items()
         ]
         return json.dumps(
             {

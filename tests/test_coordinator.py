@@ -347,3 +347,27 @@ def test_health_snapshot_reports_every_replica() -> None:
             assert rep["versions"]["numpy"] == np.__version__
         assert health["models"]["echo"]["ready"] == ["syn.0", "syn.1"]
         assert "key" not in str(health).lower().replace("keys", "")
+
+
+def test_on_demand_model_loads_at_first_use_and_a_broken_one_falls_back() -> None:
+    config = make_config(
+        {
+            "first": synthetic_host({"echo": "s"}, on_demand_models={"lazy": "s", "flaky": "missing:nowhere"}),
+            "second": synthetic_host({"flaky": "s"}),
+        },
+        models={"flaky": {"hosts": ["first", "second"]}},
+    )
+    with running(config) as coord:
+        first = replica(coord, "first.0")
+        assert set(first["models"]) == {"echo"}  # ready without loading the on-demand ones
+        client = coord.sync_client()
+        pcm = tone_pcm16(320, 4)
+        assert_fingerprint(client.transcribe(pcm.tobytes(), sample_rate=16000, model="lazy").text, pcm)
+        wait_for(lambda: "lazy" in replica(coord, "first.0")["models"], what="lazy model announced")
+        # first.0 tries to load "flaky", fails with the typed cause, and the request falls back.
+        result = client.transcribe(pcm.tobytes(), sample_rate=16000, model="flaky")
+        assert result.host == "second" and result.attempts == 2
+        unavailable = wait_for(lambda: replica(coord, "first.0")["unavailable"], what="unavailable announced")
+        assert "no such synthetic model" in unavailable["flaky"]
+        assert client.transcribe(pcm.tobytes(), sample_rate=16000, model="flaky").attempts == 1
+        client.close()
