@@ -59,6 +59,10 @@ class SegmenterSettings:
     max_utterance_s: float = 15.0
     partial_interval_ms: int = 500
     min_speech_ms: int = 60
+    #: Audio kept before a speech onset so the first phoneme is not clipped.
+    pre_roll_ms: int = 300
+    #: Decoding this far behind the live audio makes the host skip partials (never audio).
+    lag_skip_s: float = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +173,7 @@ def load_config(path: str | Path, *, root: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: no such config file (fix: pass --config PATH)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc} (fix: correct the syntax)") from None
-    return config_from_dict(raw, source=str(path), root=root or path.resolve().parent)
+    return config_from_dict(raw, source=str(path), root=root)
 
 
 def config_from_dict(
@@ -190,8 +194,15 @@ def config_from_dict(
         models=models,
         segmenter=_build(SegmenterSettings, raw.get("segmenter", {}), source, "segmenter"),
         source=source,
-        root=str(root or Path.cwd()),
+        root=str(root or _project_root()),
     )
+
+
+def _project_root() -> Path:
+    """Where hosts/ and envs/ live: $ORCHESTRATOR_ROOT, else this package's checkout."""
+    from orchestrator import envs  # deferred: keeps this module importable on its own
+
+    return envs.project_root()
 
 
 def _build_host(

@@ -1,0 +1,243 @@
+"""The MLX host's engine: any mlx-audio 0.3.1 speech-to-text model, by hub id or local path.
+
+The host runtime (``orchestrator.host``) loads it inside ``envs/mlx_host`` (huggingface-hub 1.x,
+transformers 5) as ``mlx_host.engine:MlxAudioEngine``. Models are loaded with mlx-audio's public
+``mlx_audio.stt.utils.load_model(ref)`` and run with ``model.generate(audio, ...)``; Qwen3-ASR,
+Whisper, Parakeet, Voxtral, GLM-ASR, VibeVoice-ASR and the Qwen3 forced aligner are served the
+same way, their differences kept in :mod:`mlx_host.families`.
+
+Options, from the host's ``engine_options`` (all models) and ``model_options`` (one model; it wins):
+
+* ``language``, ``context``, ``max_tokens``, ``temperature``: defaults for requests to that model,
+  refused at load if the model's type does not take them.
+* ``strict_weights`` (bool, default true): every parameter of the model must come from the
+  checkpoint with its shape. mlx-audio's own default loads missing or misshaped weights silently
+  (the model then runs on random values); extra tensors in the checkpoint are still tolerated.
+
+Request options are the ones the model's type takes (see ``capabilities()["model_options"]``).
+Every MLX call runs on one dedicated thread (:mod:`mlx_host.mlx_thread` says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mlx_host.families import Family, family_of, generate_kwargs, prepare_audio, to_engine_result
+from mlx_host.mlx_thread import MlxThread
+from orchestrator.engine import KNOWN_OPTIONS, Engine, EngineResult, ModelSpec, require_model
+from orchestrator.errors import (
+    BadAudioError,
+    InternalError,
+    ModelUnavailableError,
+    OrchestratorError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Longest cause quoted in a model-unavailable message (hub errors embed whole URLs and retries).
+MAX_CAUSE_CHARS = 300
+
+#: Options a model may set beyond the request defaults.
+LOAD_OPTIONS = frozenset({"strict_weights"})
+#: Token cap of the warm-up transcript: 'ready' needs one served request, not a long one (and a
+#: tiny test model never emits an end-of-sequence token).
+WARMUP_MAX_TOKENS = 8
+BYTES_PER_MB = 1024 * 1024
+
+
+class _LoadedModel:
+    """A loaded mlx-audio model with what the engine learned about it at load time."""
+
+    def __init__(
+        self, spec: ModelSpec, model: Any, family: Family, defaults: dict[str, Any]
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.family = family
+        self.defaults = defaults
+
+
+class MlxAudioEngine(Engine):
+    """Serves mlx-audio STT models; see the module docstring for options."""
+
+    name = "mlx-audio"
+    supported_options = KNOWN_OPTIONS  # the union; each model type takes a subset
+    reported_packages = (
+        "mlx-audio",
+        "mlx",
+        "mlx-lm",
+        "huggingface-hub",
+        "transformers",
+        "numpy",
+        "pyzmq",
+    )
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self._mlx = MlxThread(name="mlx")
+        self._models: dict[str, _LoadedModel] = {}
+        self._models_lock = threading.Lock()
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self, spec: ModelSpec) -> None:
+        options = {**self.options, **spec.options}
+        unknown = set(options) - KNOWN_OPTIONS - LOAD_OPTIONS
+        if unknown:
+            raise ModelUnavailableError(
+                f"model {spec.name!r}: unknown option(s) {sorted(unknown)}; "
+                f"known: {sorted(KNOWN_OPTIONS | LOAD_OPTIONS)}",
+                model=spec.name,
+            )
+        strict = options.pop("strict_weights", True)
+        started = time.perf_counter()
+        try:
+            model = self._mlx.call(_load_model, spec.ref, strict=bool(strict))
+        except Exception as exc:
+            logger.debug("loading %s from %s failed", spec.name, spec.ref, exc_info=True)
+            raise ModelUnavailableError(
+                f"model {spec.name!r} ({spec.ref}): {describe_load_error(exc)}",
+                model=spec.name,
+                ref=spec.ref,
+            ) from None
+        family = family_of(model)
+        try:
+            generate_kwargs(family, model, options)  # refuse defaults the model type cannot take
+        except OrchestratorError as exc:
+            raise ModelUnavailableError(
+                f"model {spec.name!r}: {exc.message}", model=spec.name
+            ) from None
+        with self._models_lock:
+            self._models[spec.name] = _LoadedModel(spec, model, family, options)
+        logger.info(
+            "loaded %s (%s, type %s) in %.2f s",
+            spec.name,
+            spec.ref,
+            family.name,
+            time.perf_counter() - started,
+        )
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def transcribe(self, model: str, audio: np.ndarray, options: Mapping[str, Any]) -> EngineResult:
+        loaded: _LoadedModel = require_model(self._models, model)
+        if audio.size == 0:
+            raise BadAudioError("empty audio", model=model)
+        merged = {**loaded.defaults, **options}
+        kwargs = generate_kwargs(loaded.family, loaded.model, merged)
+        try:
+            return self._mlx.call(_generate, loaded, audio, kwargs)
+        except OrchestratorError:
+            raise
+        except Exception as exc:
+            logger.exception("generate failed for %s", model)
+            raise InternalError(
+                f"mlx-audio {loaded.family.name} generate failed: {type(exc).__name__}: {exc}",
+                model=model,
+            ) from None
+
+    def warmup(self, model: str) -> None:
+        loaded: _LoadedModel = require_model(self._models, model)
+        options = {"max_tokens": WARMUP_MAX_TOKENS} if "max_tokens" in loaded.family.options else {}
+        if loaded.family.required:  # the aligner: a word to align against half a second of silence
+            options.update({opt: "warmup" for opt in loaded.family.required})
+        self.transcribe(model, np.zeros(8000, dtype=np.float32), options)
+
+    def capabilities(self) -> dict[str, Any]:
+        caps = super().capabilities()
+        with self._models_lock:
+            caps["model_options"] = {
+                name: sorted(m.family.options) for name, m in sorted(self._models.items())
+            }
+            caps["model_types"] = {name: m.family.name for name, m in sorted(self._models.items())}
+        if self._models:
+            caps["device"] = self._mlx.call(_default_device)
+        return caps
+
+    def close(self) -> None:
+        with self._models_lock:
+            self._models.clear()
+        self._mlx.call(_clear_cache)
+
+
+# -- run on the MLX thread -----------------------------------------------------------------------
+
+
+def _load_model(ref: str, *, strict: bool) -> Any:
+    from mlx_audio.stt.utils import load_model
+
+    ref = os.path.expanduser(ref)
+    if not strict:
+        return load_model(ref, strict=False)
+    try:
+        return load_model(ref, strict=True)
+    except ValueError as exc:
+        # mlx's strict check reports extra tensors first; they are harmless (unused), whereas
+        # missing or misshaped ones leave random weights. Reload leniently only for extras.
+        if "parameters not in model" not in str(exc):
+            raise
+        logger.warning("%s: checkpoint has tensors the model does not use; ignoring them", ref)
+        return load_model(ref, strict=False)
+
+
+def _generate(loaded: _LoadedModel, audio: np.ndarray, kwargs: dict[str, Any]) -> EngineResult:
+    import mlx.core as mx
+
+    waveform = prepare_audio(loaded.family, audio)
+    mx.reset_peak_memory()
+    output = loaded.model.generate(waveform, **kwargs)
+    extra = {"peak_memory_mb": round(mx.get_peak_memory() / BYTES_PER_MB, 3)}
+    return to_engine_result(loaded.family, output, kwargs, extra)
+
+
+def _default_device() -> str:
+    import mlx.core as mx
+
+    return mx.default_device().type.name  # "cpu" or "gpu" (Metal)
+
+
+def _clear_cache() -> None:
+    import mlx.core as mx
+
+    mx.clear_cache()
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """One line saying why a model could not be loaded, in terms a config's author can act on."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, LocalEntryNotFoundError):
+        if constants.HF_HUB_OFFLINE:
+            return "not in the local Hugging Face cache and HF_HUB_OFFLINE=1 (pre-fetch it or go online)"
+        cause = exc.__cause__ or exc.__context__
+        reason = f"{type(cause).__name__}: {_one_line(cause)}" if cause else _one_line(exc)
+        return f"not in the local Hugging Face cache and the hub is unreachable ({reason})"
+    if isinstance(exc, GatedRepoError | RepositoryNotFoundError | RevisionNotFoundError):
+        return f"hub refused it ({type(exc).__name__}): {_one_line(exc)}"
+    if isinstance(exc, FileNotFoundError) and "Local path not found" in str(exc):
+        return "local path does not exist"
+    return f"{type(exc).__name__}: {_one_line(exc)}"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (libraries spread the useful part over several)."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return repr(exc)
+    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 3] + "..."
