@@ -26,16 +26,18 @@ import zmq
 
 from orchestrator.config import Config, ModelRoute
 from orchestrator.errors import (
+    BadAudioError,
     BadRequestError,
     DeadlineExceededError,
     HostCrashedError,
     OrchestratorError,
     OverloadedError,
     ProtocolError,
+    error_from_wire,
 )
 from orchestrator.protocol import Codec, DropCounter, Kind, Message, error_message
 from orchestrator.router import Router, Verdict
-from orchestrator.streams import StreamTable
+from orchestrator.streams import BYTES_PER_SAMPLE, StreamTable
 from orchestrator.supervisor import SERVING, HostState, Replica, Supervisor
 
 log = logging.getLogger("orchestrator.broker")
@@ -62,6 +64,8 @@ class Request:
     replica: Replica | None = None
     dispatched_at: float = 0.0
     answered: bool = False
+    #: What the last host said when it could not serve this request (reported if none can).
+    last_error: OrchestratorError | None = None
 
 
 @dataclass
@@ -315,6 +319,7 @@ class Broker:
         now = time.monotonic()
         client_id = header.get("id")
         route = self.router.route(str(header.get("model", "")))
+        self._check_audio_length(header, msg.payloads)
         timeout = float(header.get("timeout_s") or self.settings.request_timeout_s)
         req = Request(
             rid=str(next(self._ids)),
@@ -329,12 +334,31 @@ class Broker:
         self.stats.requests += 1
         self._place(req)
 
+    def _check_audio_length(self, header: dict[str, Any], payloads: list[bytes]) -> None:
+        """Refuse a clip over ``max_audio_s`` here, before any host spends time on it.
+
+        Only a well-formed format and rate are measured; anything else reaches the host's audio
+        checks, which name the precise fault.
+        """
+        width = BYTES_PER_SAMPLE.get(str(header.get("format", "pcm16")))
+        rate = header.get("sample_rate")
+        if width is None or not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+            return
+        seconds = sum(len(p) for p in payloads) / width / rate
+        limit = self.settings.max_audio_s
+        if seconds > limit:
+            raise BadAudioError(
+                f"{seconds:.1f}s of audio is over the {limit:g}s limit of one request; stream it instead",
+                seconds=round(seconds, 3),
+                max_audio_s=limit,
+            )
+
     def _place(self, req: Request) -> None:
         """Dispatch now, queue (bounded), or answer with the typed reason."""
         try:
             choice = self.router.choose(req.route, exclude=req.tried, only_host=req.header.get("host"))
         except OrchestratorError as exc:
-            self._answer_error(req, exc)
+            self._answer_error(req, req.last_error or exc)
             return
         if choice.verdict is Verdict.DISPATCH:
             assert choice.replica is not None
@@ -433,7 +457,9 @@ class Broker:
             error = msg.header.get("error") or {}
             code = str(error.get("code"))
             if code in ("model_unavailable", "unknown_model") and not req.answered:
-                self._place(req)  # that host cannot serve it after all: try the next one
+                # That host cannot serve it after all: try the next one, keeping its reason.
+                req.last_error = error_from_wire(error)
+                self._place(req)
             elif not req.answered:
                 req.answered = True
                 self.stats.count_error(code)

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 import psutil
 
+from orchestrator import envs
 from orchestrator.config import Config, HostConfig, host_python
 from orchestrator.host import EXIT_ENGINE_FAILED
 
@@ -210,8 +211,7 @@ class Supervisor:
             "--parent-pid", str(os.getpid()),
             "--log-level", "INFO",
         ]  # fmt: skip
-        env = {**os.environ, **host.env_vars}
-        env.setdefault("NUMBA_CACHE_DIR", str(Path(self.config.root) / ".cache" / "numba"))
+        env = {**os.environ, **envs.host_env_vars(Path(self.config.root)), **host.env_vars}
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Never through `uv run`: it swallows signals and leaves orphans (uv #6724, #12108).
         rep.proc = subprocess.Popen(

@@ -1,0 +1,113 @@
+"""Both real stacks behind one coordinator: mlx-audio (hub 1.x) and qwen-asr (hub 0.x) side by side.
+
+The hosts run from their real envs (built by the session fixture, as `nox -s hosts` does) and load
+a tiny random-weight Qwen3-ASR checkpoint through each library's real loading code.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from orchestrator.config import config_from_dict
+from orchestrator.demo import build_checkpoint, speech_like
+from orchestrator.envs import project_root
+from orchestrator.errors import ModelUnavailableError
+from support import FAST_RESTART, replica, running, wait_for
+
+pytestmark = pytest.mark.slow
+
+MAX_TOKENS = 8
+#: Both stacks import torch/transformers or MLX at start: allow for a loaded 2-core machine.
+READY_TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(host_pythons: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_checkpoint(project_root(), tmp_path_factory.mktemp("ckpt") / "tiny-qwen3-asr")
+
+
+def real_config(checkpoint: Path, tmp: Path, **mlx_extra: Any) -> Any:
+    options = {"qwen3-asr": {"max_tokens": MAX_TOKENS, "language": "English"}}
+    common = {"ready_timeout_s": READY_TIMEOUT_S, "model_options": options}
+    return config_from_dict(
+        {
+            "coordinator": {"runtime_dir": str(tmp), "request_timeout_s": 60.0, "stop_grace_s": 3.0},
+            "restart": FAST_RESTART,
+            "hosts": {
+                "mlx_host": {
+                    "env": "mlx_host",
+                    "engine": "mlx_host.engine:MlxAudioEngine",
+                    "models": {"qwen3-asr": str(checkpoint)},
+                    **common,
+                    **mlx_extra,
+                },
+                "legacy_host": {
+                    "env": "legacy_host",
+                    "engine": "legacy_host.engine:QwenAsrEngine",
+                    "models": {"qwen3-asr": str(checkpoint)},
+                    **common,
+                },
+            },
+            "models": {"qwen3-asr": {"hosts": ["mlx_host", "legacy_host"], "aliases": ["qwen3"]}},
+        }
+    )
+
+
+def test_both_stacks_serve_the_same_audio_side_by_side(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    pcm = (speech_like(2.0, 16_000) * 32767).astype(np.int16)
+    with running(real_config(tiny_checkpoint, tmp_path)) as coord:
+        client = coord.sync_client()
+        results = {
+            host: client.transcribe(pcm.tobytes(), sample_rate=16000, model="qwen3", host=host)
+            for host in ("mlx_host", "legacy_host")
+        }
+        for host, result in results.items():
+            assert result.host == host and result.replica == f"{host}.0"
+            assert isinstance(result.text, str) and result.model == "qwen3-asr"
+            assert result.timings.compute_s > 0
+        assert results["mlx_host"].generation_tokens == MAX_TOKENS  # a tiny vocabulary never stops
+
+        health = coord.health()  # one snapshot: both versions at the same moment
+        versions = {r["host"]: r["versions"] for r in health["replicas"]}
+        assert versions["mlx_host"]["huggingface-hub"].startswith("1.")
+        assert versions["mlx_host"]["transformers"] == "5.0.0rc3"
+        assert versions["legacy_host"]["huggingface-hub"].startswith("0.")
+        assert versions["legacy_host"]["transformers"] == "4.57.6"
+        assert all(r["state"] == "ready" for r in health["replicas"])
+
+        # Fallback: with the MLX host stopped, qwen3-asr is served by the legacy host.
+        client.control("stop", "mlx_host")
+        wait_for(lambda: replica(coord, "mlx_host.0")["state"] == "stopped", what="mlx stopped")
+        fallback = client.transcribe(pcm.tobytes(), sample_rate=16000, model="qwen3-asr")
+        assert fallback.host == "legacy_host"
+        client.close()
+
+
+def test_offline_hub_id_not_in_cache_is_a_typed_model_unavailable_error_within_seconds(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    hf_home = tmp_path / "empty-hf-home"  # nothing cached here, and the hub is off
+    config = real_config(
+        tiny_checkpoint,
+        tmp_path,
+        on_demand_models={"ghost": "mlx-community/Qwen3-ASR-0.6B-8bit"},
+        env_vars={"HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home)},
+    )
+    with running(config) as coord:
+        client = coord.sync_client()
+        started = time.monotonic()
+        with pytest.raises(ModelUnavailableError) as info:
+            client.transcribe(np.zeros(16000, np.int16).tobytes(), sample_rate=16000, model="ghost")
+        assert time.monotonic() - started < 10
+        assert "ghost" in str(info.value) or "Qwen3-ASR-0.6B-8bit" in str(info.value)
+        unavailable = wait_for(lambda: replica(coord, "mlx_host.0")["unavailable"], what="announced")
+        assert "ghost" in unavailable
+        # The host stays up and keeps serving what it has.
+        assert client.transcribe(np.zeros(16000, np.int16).tobytes(), sample_rate=16000, model="qwen3-asr").text is not None
+        assert replica(coord, "mlx_host.0")["restarts"] == 0
+        client.close()
