@@ -129,6 +129,7 @@ class HostRuntime:
         self.served = 0
         self.errors = 0
         self.stopping = False
+        self.draining = False
         self.exit_code = EXIT_OK
         self.last_heard = time.monotonic()
         self.parent_gone = threading.Event()
@@ -285,8 +286,9 @@ class HostRuntime:
             else:
                 self.streams.handle(msg)
         elif kind is Kind.SHUTDOWN:
-            log.info("shutdown requested")
-            self.stopping = True
+            # Finish what is in flight, then exit; the supervisor's SIGTERM bounds the wait.
+            log.info("shutdown requested; draining %d job(s)", len(self.inflight))
+            self.draining = True
         else:
             log.debug("ignored %s", kind)
 
@@ -396,6 +398,8 @@ class HostRuntime:
                 self.drain_socket()
             if self._wake_r in events:
                 self.drain_completions()
+            if self.draining and not self.inflight:
+                break
             reason = self.orphaned(time.monotonic())
             if reason:
                 log.warning("exiting, coordinator gone: %s", reason)

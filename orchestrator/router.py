@@ -67,7 +67,10 @@ class Router:
                 )
             hosts = (only_host,)
         for host_name in hosts:
-            candidates = [r for r in self._by_host[host_name] if r.name not in exclude]
+            # A replica being stopped takes no new work, even while it drains.
+            candidates = [
+                r for r in self._by_host[host_name] if r.name not in exclude and r.stop_target is None
+            ]
             ready = [r for r in candidates if r.state in SERVING and r.serves(route.name)]
             free = [r for r in ready if r.inflight < r.host.max_inflight]
             if free:

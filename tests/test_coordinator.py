@@ -371,3 +371,20 @@ def test_on_demand_model_loads_at_first_use_and_a_broken_one_falls_back() -> Non
         assert "no such synthetic model" in unavailable["flaky"]
         assert client.transcribe(pcm.tobytes(), sample_rate=16000, model="flaky").attempts == 1
         client.close()
+
+
+def test_secrets_never_reach_argv_environment_or_health(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    with running(make_config()) as coord:
+        host_key = coord.broker.supervisor._key.hex()
+        client_key = coord.client_key.hex()
+        pid = replica(coord, "syn.0")["pid"]
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+        environ = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+        health = str(coord.health())
+        for secret in (host_key, client_key):
+            assert secret not in cmdline and secret not in environ and secret not in health
+        run_dir = coord.run_dir
+        assert run_dir is not None and (run_dir.stat().st_mode & 0o077) == 0
+        assert (run_dir.parent.stat().st_mode & 0o077) == 0
+    assert host_key not in caplog.text and client_key not in caplog.text
