@@ -1,9 +1,10 @@
 """The real engines in their real envs, on a tiny random-weight Qwen3-ASR checkpoint.
 
-No machine here reaches the model hub, so a session fixture builds a tiny checkpoint in the hub
-repo's file layout with the shipped builder (``python -m legacy_host.tiny_checkpoint``), and each
-engine loads it through its stack's real public API: qwen-asr 0.0.6 (transformers 4.57, hub 0.x)
-in ``envs/legacy_host``, mlx-audio 0.3.1 (transformers 5, hub 1.x) in ``envs/mlx_host``.
+No machine here reaches the model hub, so a session fixture builds tiny checkpoints in the hub
+repos' file layouts with the shipped builder (``python -m legacy_host.tiny_checkpoint``), and each
+engine loads them through its stack's real public API: qwen-asr 0.0.6 (transformers 4.57, hub 0.x)
+in ``envs/legacy_host``, mlx-audio 0.3.1 (transformers 5, hub 1.x) in ``envs/mlx_host``. The same
+Qwen3-ASR directory goes to both engines; the MLX one also serves a tiny Whisper.
 
 Each env runs one subprocess (``engine_checks/engine_driver.py``) that walks the engine through a
 plan of loads and transcripts, because importing torch + qwen-asr alone takes 10-30 s here; the
@@ -49,6 +50,11 @@ SAMPLING_TOKEN_CAP = 6
 #: Audio tokens Qwen3-ASR makes of one second at 16 kHz: 100 mel frames -> 13 after its convs.
 AUDIO_TOKENS_PER_SECOND = 13
 TINY = "tiny"
+#: A device no test machine has: CI and this machine run torch on CPU.
+ABSENT_DEVICE = "cuda:7"
+#: Recipes of legacy_host.tiny_checkpoint (also the model names the MLX engine serves them as).
+QWEN = "qwen3-asr"
+WHISPER = "whisper"
 
 
 def env_python(host: str) -> Path:
@@ -58,7 +64,7 @@ def env_python(host: str) -> Path:
     except EnvMissingError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"{exc}: CI builds the host envs before the tests")
-        pytest.skip(f"{exc} (build it with `nox -s hosts`)")
+        pytest.skip(str(exc))  # the message names the fix
 
 
 def subprocess_env(tmp: Path) -> dict[str, str]:
@@ -85,23 +91,26 @@ def build_checkpoint(out_dir: Path, *extra: str) -> subprocess.CompletedProcess[
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out_dir = tmp_path_factory.mktemp("checkpoints") / "qwen3-asr-tiny"
-    done = build_checkpoint(out_dir)
-    assert done.returncode == 0, done.stderr
-    return out_dir
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shipped builder's checkpoints: Qwen3-ASR (both stacks) and Whisper (mlx-audio)."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    built = {QWEN: root / "qwen3-asr-tiny", WHISPER: root / "whisper-tiny"}
+    for model, out_dir in built.items():
+        done = build_checkpoint(out_dir, "--model", model)
+        assert done.returncode == 0, done.stderr
+    return built
 
 
 @pytest.fixture(scope="session")
 def broken_checkpoints(
-    tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
     """Copies of the tiny checkpoint damaged the ways downloads and hand edits damage them."""
     root = tmp_path_factory.mktemp("broken")
     broken: dict[str, Path] = {"missing_path": root / "qwen3-asr-nowhere"}
     for name in ("truncated", "bad_json", "misshaped"):
         broken[name] = root / f"qwen3-asr-{name.replace('_', '')}"
-        shutil.copytree(tiny_checkpoint, broken[name])
+        shutil.copytree(tiny_checkpoints[QWEN], broken[name])
     weights = broken["truncated"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])  # a cut download
     (broken["bad_json"] / "config.json").write_text(
@@ -125,7 +134,7 @@ FAILED_LOADS = (
 )
 
 
-def plan(host: str, tiny: Path, broken: dict[str, Path]) -> dict[str, Any]:
+def plan(host: str, checkpoints: dict[str, Path], broken: dict[str, Path]) -> dict[str, Any]:
     """The same walk through both engines; the tests below say what each stack must answer."""
 
     def transcribe(
@@ -147,7 +156,7 @@ def plan(host: str, tiny: Path, broken: dict[str, Path]) -> dict[str, Any]:
             "id": "load",
             "op": "load",
             "name": TINY,
-            "ref": str(tiny),
+            "ref": str(checkpoints[QWEN]),
             "options": {"max_tokens": MODEL_TOKEN_CAP},
         },
         {"id": "warmup", "op": "warmup", "model": TINY},
@@ -167,19 +176,38 @@ def plan(host: str, tiny: Path, broken: dict[str, Path]) -> dict[str, Any]:
             for name in ("missing_path", "truncated", "bad_json", "misshaped")
         ),
         load("hub_offline", HUB_IDS[host]),
-        load("unknown_load_option", str(tiny), {"beam_size": 4}),
+        load("unknown_load_option", str(checkpoints[QWEN]), {"beam_size": 4}),
         transcribe("after_failures", {"language": "English"}),
         {"id": "capabilities", "op": "capabilities"},
     ]
     if host == "legacy_host":
-        steps.append(
+        steps += [
             {
                 "id": "loading_info",
                 "op": "call",
                 "target": "checkpoint_checks:legacy_loading_info",
-                "args": [str(tiny)],
-            }
-        )
+                "args": [str(checkpoints[QWEN])],
+            },
+            load("absent_device", str(checkpoints[QWEN]), {"device": ABSENT_DEVICE}),
+            load("bad_dtype", str(checkpoints[QWEN]), {"dtype": "float64"}),
+        ]
+    if host == "mlx_host":
+        steps += [
+            load(WHISPER, str(checkpoints[WHISPER])),
+            {"id": "whisper_warmup", "op": "warmup", "model": WHISPER},
+            transcribe(
+                "whisper_options",
+                {
+                    "language": "English",
+                    "context": "Ada Lovelace",
+                    "max_tokens": 4,
+                    "temperature": 0.0,
+                },
+                model=WHISPER,
+            ),
+            transcribe("whisper_bad_language", {"language": "Klingon"}, model=WHISPER),
+            {"id": "whisper_capabilities", "op": "capabilities"},
+        ]
     return {"engine": ENGINES[host], "engine_options": {}, "steps": steps}
 
 
@@ -213,21 +241,28 @@ class EngineRun:
 class EngineRuns:
     """Runs each env's driver once per session, the first time a test asks for that host."""
 
-    def __init__(self, tmp: Path, tiny: Path, broken: dict[str, Path]) -> None:
-        self._tmp, self._tiny, self._broken = tmp, tiny, broken
+    def __init__(self, tmp: Path, checkpoints: dict[str, Path], broken: dict[str, Path]) -> None:
+        self._tmp, self._checkpoints, self._broken = tmp, checkpoints, broken
         self._runs: dict[str, EngineRun] = {}
+        self._failures: dict[str, str] = {}  # a driver that died is not rerun by every test
 
     def __getitem__(self, host: str) -> EngineRun:
+        if host in self._failures:
+            pytest.fail(self._failures[host])
         if host not in self._runs:
-            self._runs[host] = self._run(host)
+            try:
+                self._runs[host] = self._run(host)
+            except (AssertionError, subprocess.TimeoutExpired) as exc:
+                self._failures[host] = str(exc)
+                raise
         return self._runs[host]
 
     def _run(self, host: str) -> EngineRun:
         python = env_python(host)
         work = self._tmp / host
-        work.mkdir()
+        work.mkdir(exist_ok=True)
         plan_path, report_path = work / "plan.json", work / "report.json"
-        plan_path.write_text(json.dumps(plan(host, self._tiny, self._broken)))
+        plan_path.write_text(json.dumps(plan(host, self._checkpoints, self._broken)))
         completed = subprocess.run(
             [str(python), str(DRIVER), str(plan_path), str(report_path)],
             capture_output=True,
@@ -245,10 +280,10 @@ class EngineRuns:
 @pytest.fixture(scope="session")
 def engine_runs(
     tmp_path_factory: pytest.TempPathFactory,
-    tiny_checkpoint: Path,
+    tiny_checkpoints: dict[str, Path],
     broken_checkpoints: dict[str, Path],
 ) -> EngineRuns:
-    return EngineRuns(tmp_path_factory.mktemp("engine-runs"), tiny_checkpoint, broken_checkpoints)
+    return EngineRuns(tmp_path_factory.mktemp("engine-runs"), tiny_checkpoints, broken_checkpoints)
 
 
 @pytest.fixture(params=sorted(ENGINES))
@@ -259,14 +294,9 @@ def run(request: pytest.FixtureRequest, engine_runs: EngineRuns) -> EngineRun:
 # -- the tiny checkpoint builder -------------------------------------------------------------
 
 
-def test_tiny_checkpoint_build_is_deterministic_and_reused(tmp_path: Path) -> None:
-    first, second = tmp_path / "a" / "qwen3-asr-tiny", tmp_path / "b" / "qwen3-asr-tiny"
-    for out_dir in (first, second):
-        done = build_checkpoint(out_dir)
-        assert done.returncode == 0, done.stderr
-        assert "ready in" in done.stdout
-    names = sorted(p.name for p in first.iterdir())
-    assert {
+#: What each recipe must write: the files of its hub repo's layout.
+LAYOUT_FILES = {
+    QWEN: {
         "config.json",
         "model.safetensors",
         "vocab.json",
@@ -275,21 +305,42 @@ def test_tiny_checkpoint_build_is_deterministic_and_reused(tmp_path: Path) -> No
         "tokenizer_config.json",
         "preprocessor_config.json",
         "chat_template.json",
-    } <= set(names)
+    },
+    WHISPER: {
+        "config.json",
+        "weights.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    },
+}
+WEIGHTS_FILE = {QWEN: "model.safetensors", WHISPER: "weights.safetensors"}
+
+
+@pytest.mark.parametrize("model", [QWEN, WHISPER])
+def test_tiny_checkpoint_build_is_deterministic_and_reused(tmp_path: Path, model: str) -> None:
+    first, second, reseeded = (tmp_path / d / f"{model}-tiny" for d in ("a", "b", "c"))
+    for out_dir in (first, second):
+        done = build_checkpoint(out_dir, "--model", model)
+        assert done.returncode == 0, done.stderr
+        assert f"{model} ready in" in done.stdout
+    names = sorted(p.name for p in first.iterdir())
+    assert LAYOUT_FILES[model] <= set(names)
     assert names == sorted(p.name for p in second.iterdir())
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
-    again = build_checkpoint(first)
+    again = build_checkpoint(first, "--model", model)
     assert again.returncode == 0 and "already built" in again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == mtimes
 
-    reseeded = build_checkpoint(tmp_path / "c" / "qwen3-asr-tiny", "--seed", "7")
-    assert reseeded.returncode == 0, reseeded.stderr
-    assert (tmp_path / "c" / "qwen3-asr-tiny" / "model.safetensors").read_bytes() != (
-        first / "model.safetensors"
-    ).read_bytes()
+    done = build_checkpoint(reseeded, "--model", model, "--seed", "7")
+    assert done.returncode == 0, done.stderr
+    weights = WEIGHTS_FILE[model]
+    assert (reseeded / weights).read_bytes() != (first / weights).read_bytes()
 
 
 def test_tiny_checkpoint_rebuilds_an_incomplete_build(tmp_path: Path) -> None:
@@ -344,8 +395,8 @@ def test_engine_loads_the_tiny_checkpoint_and_transcribes_on_a_worker_thread(
 
 @pytest.mark.slow
 def test_audio_tokens_reach_the_prompt(run: EngineRun) -> None:
-    # Without tokenizer.json mlx-audio silently builds a prompt with no audio tokens; the prompt
-    # must grow with the audio by exactly the encoder's tokens per second.
+    # One <|audio_pad|> per encoder frame: a tokenizer that splits it into bytes, or a prompt
+    # built without it, would leave the decoder without audio and still "work".
     longer, shorter = run.ok("two_seconds"), run.ok("one_second")
     assert longer["prompt_tokens"] - shorter["prompt_tokens"] == AUDIO_TOKENS_PER_SECOND
 
@@ -398,6 +449,7 @@ def test_capabilities_name_each_models_options(engine_runs: EngineRuns) -> None:
     )
     assert mlx["model_options"][TINY] == ["language", "max_tokens", "temperature"]
     assert mlx["model_types"][TINY] == "qwen3_asr"
+    assert mlx["device"] in ("cpu", "gpu")  # Metal is "gpu"
 
 
 # -- bad input and failed loads --------------------------------------------------------------
@@ -460,3 +512,30 @@ def test_each_env_reports_its_own_stack_versions(engine_runs: EngineRuns) -> Non
     assert mlx["mlx-audio"] == "0.3.1" and mlx["transformers"].startswith("5.")
     assert mlx["mlx"] != "absent" and mlx["mlx-lm"] != "absent"
     assert "mlx-audio" not in legacy and "qwen-asr" not in mlx
+
+
+@pytest.mark.slow
+def test_mlx_engine_serves_whisper_with_its_own_option_names(engine_runs: EngineRuns) -> None:
+    mlx = engine_runs["mlx_host"]
+    mlx.ok(WHISPER)
+    mlx.ok("whisper_warmup")
+    # language, context (initial_prompt), max_tokens (sample_len) and temperature all reach it.
+    result = mlx.ok("whisper_options")
+    assert result["language"] == "en"  # a name is turned into Whisper's code
+    assert result["extra"]["model_type"] == "whisper"
+    assert isinstance(result["text"], str) and isinstance(result["generation_tokens"], int)
+    assert all(0.0 <= s["start"] <= s["end"] <= 2.0 and s["text"] for s in result["segments"])
+    assert mlx.error("whisper_bad_language")["code"] == "bad_request"
+    caps = mlx.ok("whisper_capabilities")
+    assert caps["model_types"][WHISPER] == "whisper"
+    assert caps["model_options"][WHISPER] == ["context", "language", "max_tokens", "temperature"]
+
+
+@pytest.mark.slow
+def test_legacy_engine_refuses_a_device_or_dtype_it_cannot_use(engine_runs: EngineRuns) -> None:
+    legacy = engine_runs["legacy_host"]
+    assert legacy.ok("capabilities")["devices"][TINY].startswith(("cpu/", "cuda/", "mps/"))
+    for step, words in (("absent_device", ABSENT_DEVICE), ("bad_dtype", "float64")):
+        error = legacy.error(step)
+        assert error["code"] == "model_unavailable"
+        assert words in error["message"], error["message"]

@@ -34,6 +34,14 @@ def pick_device(torch: Any, requested: str | None = None) -> str:
     }
     if not available.get(device.type, False):
         raise ValueError(f"device {requested!r} is not available on this machine")
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ValueError(
+            f"device {requested!r} is not available: {torch.cuda.device_count()} CUDA device(s)"
+        )
     return requested
 
 

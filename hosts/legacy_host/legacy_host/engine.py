@@ -39,11 +39,11 @@ import numpy as np
 from legacy_host.device import pick_device, pick_dtype
 from orchestrator.engine import ENGINE_SAMPLE_RATE, Engine, EngineResult, ModelSpec, require_model
 from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
+from orchestrator.load_errors import describe_load_error, one_line
 
 logger = logging.getLogger(__name__)
 
 #: Longest cause quoted in a model-unavailable message (hub errors embed whole URLs and retries).
-MAX_CAUSE_CHARS = 300
 
 REQUEST_OPTIONS = frozenset({"language", "context", "max_tokens"})
 LOAD_OPTIONS = frozenset({"device", "dtype"})
@@ -52,9 +52,10 @@ DEFAULT_MAX_TOKENS = 512
 #: Token cap of the warm-up transcript: 'ready' needs one served request, not a long one (and a
 #: tiny test model never emits an end-of-sequence token).
 WARMUP_MAX_TOKENS = 8
-#: What Qwen3ASRForConditionalGeneration.generate stops on (<|im_end|>, <|endoftext|>); it pads
-#: finished rows with the first, so a row's length is its tokens before the first of these.
-QWEN_STOP_TOKEN_IDS = frozenset({151645, 151643})
+#: What Qwen3ASRForConditionalGeneration.generate stops on (<|im_end|>, <|endoftext|>). Finished
+#: rows are padded with the first, so a row's length is its tokens before the first of these.
+QWEN_STOP_TOKEN_IDS = (151645, 151643)
+QWEN_PAD_TOKEN_ID = QWEN_STOP_TOKEN_IDS[0]
 #: Files a Qwen3-ASR snapshot needs (skips READMEs, images and duplicate weight formats).
 SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "*.tiktoken"]
 #: ru_maxrss is in KiB on Linux and in bytes on macOS.
@@ -181,7 +182,8 @@ class QwenAsrEngine(Engine):
             except Exception as exc:
                 logger.exception("qwen-asr transcribe failed for %s", model)
                 raise InternalError(
-                    f"qwen-asr transcribe failed: {type(exc).__name__}: {exc}", model=model
+                    f"qwen-asr transcribe failed: {type(exc).__name__}: {one_line(exc)}",
+                    model=model,
                 ) from None
             prompt_tokens, generated = (
                 loaded.counter.prompt_tokens,
@@ -242,6 +244,10 @@ def _load(
         dtype=chosen_dtype,
         device_map=chosen_device,
     )
+    generation_config = asr.model.generation_config
+    if generation_config.pad_token_id is None:
+        # transformers pads with <|im_end|> anyway, but logs a warning on every request saying so.
+        generation_config.pad_token_id = QWEN_PAD_TOKEN_ID
     return _LoadedModel(asr, defaults, chosen_device, str(chosen_dtype).removeprefix("torch."))
 
 
@@ -286,34 +292,3 @@ def _canonical_language(loaded: _LoadedModel, language: str | None) -> str | Non
             f"language {language!r} is not supported by qwen-asr; supported: {sorted(loaded.languages.values())}",
             option="language",
         ) from None
-
-
-def describe_load_error(exc: BaseException) -> str:
-    """One line saying why a model could not be loaded, in terms a config's author can act on."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(exc, LocalEntryNotFoundError):
-        if constants.HF_HUB_OFFLINE:
-            return "not in the local Hugging Face cache and HF_HUB_OFFLINE=1 (pre-fetch it or go online)"
-        cause = exc.__cause__ or exc.__context__
-        reason = f"{type(cause).__name__}: {_one_line(cause)}" if cause else _one_line(exc)
-        return f"not in the local Hugging Face cache and the hub is unreachable ({reason})"
-    if isinstance(exc, GatedRepoError | RepositoryNotFoundError | RevisionNotFoundError):
-        return f"hub refused it ({type(exc).__name__}): {_one_line(exc)}"
-    if isinstance(exc, FileNotFoundError) and str(exc).startswith("local path"):
-        return str(exc)
-    return f"{type(exc).__name__}: {_one_line(exc)}"
-
-
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (libraries spread the useful part over several)."""
-    text = " ".join(str(exc).split())
-    if not text:
-        return repr(exc)
-    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 3] + "..."

@@ -31,18 +31,25 @@ import numpy as np
 
 from mlx_host.families import Family, family_of, generate_kwargs, prepare_audio, to_engine_result
 from mlx_host.mlx_thread import MlxThread
-from orchestrator.engine import KNOWN_OPTIONS, Engine, EngineResult, ModelSpec, require_model
+from orchestrator.engine import (
+    ENGINE_SAMPLE_RATE,
+    KNOWN_OPTIONS,
+    Engine,
+    EngineResult,
+    ModelSpec,
+    require_model,
+)
 from orchestrator.errors import (
     BadAudioError,
     InternalError,
     ModelUnavailableError,
     OrchestratorError,
 )
+from orchestrator.load_errors import describe_load_error, one_line
 
 logger = logging.getLogger(__name__)
 
 #: Longest cause quoted in a model-unavailable message (hub errors embed whole URLs and retries).
-MAX_CAUSE_CHARS = 300
 
 #: Options a model may set beyond the request defaults.
 LOAD_OPTIONS = frozenset({"strict_weights"})
@@ -84,6 +91,9 @@ class MlxAudioEngine(Engine):
         self._mlx = MlxThread(name="mlx")
         self._models: dict[str, _LoadedModel] = {}
         self._models_lock = threading.Lock()
+        #: Read once at the first load: capabilities() runs on the host's event loop, which must
+        #: never wait for the MLX thread (it may be busy with a long transcript).
+        self._device: str | None = None
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -97,9 +107,14 @@ class MlxAudioEngine(Engine):
                 model=spec.name,
             )
         strict = options.pop("strict_weights", True)
+        if not isinstance(strict, bool):
+            raise ModelUnavailableError(
+                f"model {spec.name!r}: option 'strict_weights' must be true or false, got {strict!r}",
+                model=spec.name,
+            )
         started = time.perf_counter()
         try:
-            model = self._mlx.call(_load_model, spec.ref, strict=bool(strict))
+            model = self._mlx.call(_load_model, spec.ref, strict=strict)
         except Exception as exc:
             logger.debug("loading %s from %s failed", spec.name, spec.ref, exc_info=True)
             raise ModelUnavailableError(
@@ -108,6 +123,8 @@ class MlxAudioEngine(Engine):
                 ref=spec.ref,
             ) from None
         family = family_of(model)
+        if self._device is None:
+            self._device = self._mlx.call(_default_device)
         try:
             generate_kwargs(family, model, options)  # refuse defaults the model type cannot take
         except OrchestratorError as exc:
@@ -139,7 +156,7 @@ class MlxAudioEngine(Engine):
         except Exception as exc:
             logger.exception("generate failed for %s", model)
             raise InternalError(
-                f"mlx-audio {loaded.family.name} generate failed: {type(exc).__name__}: {exc}",
+                f"mlx-audio {loaded.family.name} generate failed: {type(exc).__name__}: {one_line(exc)}",
                 model=model,
             ) from None
 
@@ -148,7 +165,7 @@ class MlxAudioEngine(Engine):
         options = {"max_tokens": WARMUP_MAX_TOKENS} if "max_tokens" in loaded.family.options else {}
         if loaded.family.required:  # the aligner: a word to align against half a second of silence
             options.update({opt: "warmup" for opt in loaded.family.required})
-        self.transcribe(model, np.zeros(8000, dtype=np.float32), options)
+        self.transcribe(model, np.zeros(ENGINE_SAMPLE_RATE // 2, dtype=np.float32), options)
 
     def capabilities(self) -> dict[str, Any]:
         caps = super().capabilities()
@@ -157,8 +174,8 @@ class MlxAudioEngine(Engine):
                 name: sorted(m.family.options) for name, m in sorted(self._models.items())
             }
             caps["model_types"] = {name: m.family.name for name, m in sorted(self._models.items())}
-        if self._models:
-            caps["device"] = self._mlx.call(_default_device)
+        if self._device is not None:
+            caps["device"] = self._device
         return caps
 
     def close(self) -> None:
@@ -194,7 +211,7 @@ def _generate(loaded: _LoadedModel, audio: np.ndarray, kwargs: dict[str, Any]) -
     mx.reset_peak_memory()
     output = loaded.model.generate(waveform, **kwargs)
     extra = {"peak_memory_mb": round(mx.get_peak_memory() / BYTES_PER_MB, 3)}
-    return to_engine_result(loaded.family, output, kwargs, extra)
+    return to_engine_result(loaded.family, output, kwargs, audio.size / ENGINE_SAMPLE_RATE, extra)
 
 
 def _default_device() -> str:
@@ -210,34 +227,3 @@ def _clear_cache() -> None:
 
 
 # -- errors --------------------------------------------------------------------------------------
-
-
-def describe_load_error(exc: BaseException) -> str:
-    """One line saying why a model could not be loaded, in terms a config's author can act on."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(exc, LocalEntryNotFoundError):
-        if constants.HF_HUB_OFFLINE:
-            return "not in the local Hugging Face cache and HF_HUB_OFFLINE=1 (pre-fetch it or go online)"
-        cause = exc.__cause__ or exc.__context__
-        reason = f"{type(cause).__name__}: {_one_line(cause)}" if cause else _one_line(exc)
-        return f"not in the local Hugging Face cache and the hub is unreachable ({reason})"
-    if isinstance(exc, GatedRepoError | RepositoryNotFoundError | RevisionNotFoundError):
-        return f"hub refused it ({type(exc).__name__}): {_one_line(exc)}"
-    if isinstance(exc, FileNotFoundError) and "Local path not found" in str(exc):
-        return "local path does not exist"
-    return f"{type(exc).__name__}: {_one_line(exc)}"
-
-
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (libraries spread the useful part over several)."""
-    text = " ".join(str(exc).split())
-    if not text:
-        return repr(exc)
-    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 3] + "..."

@@ -131,10 +131,10 @@ def _non_negative_float(option: str, value: Any) -> float:
 
 
 def _text(option: str, value: Any) -> str:
-    if not isinstance(value, str) or (option == "language" and not value.strip()):
-        raise BadRequestError(
-            f"option {option!r} must be a non-empty string, got {value!r}", option=option
-        )
+    blank_allowed = option != "language"  # an empty context is no context; a language is a name
+    if not isinstance(value, str) or not (blank_allowed or value.strip()):
+        kind = "a string" if blank_allowed else "a non-empty string"
+        raise BadRequestError(f"option {option!r} must be {kind}, got {value!r}", option=option)
     return value
 
 
@@ -216,11 +216,29 @@ def prepare_audio(family: Family, audio: np.ndarray) -> Any:
     return audio
 
 
-def _segments(items: Any, start: str, end: str) -> tuple[Segment, ...]:
-    return tuple(
-        Segment(float(_field(s, start)), float(_field(s, end)), str(_field(s, "text")).strip())
-        for s in items or ()
-    )
+#: Result key -> STTOutput field, for the models that measure themselves.
+_TIMINGS = {
+    "prompt_tps": "prompt_tps",
+    "generation_tps": "generation_tps",
+    "total_time_s": "total_time",
+}
+
+
+def _segments(items: Any, start: str, end: str, duration_s: float) -> tuple[Segment, ...]:
+    """Timed spans with text, inside the audio that was sent.
+
+    Whisper clears the text of segments it judges empty and times them on its 30 s window, not
+    on the audio: those are dropped, and times are clipped to the audio's duration.
+    """
+    segments = []
+    for item in items or ():
+        text = str(_field(item, "text")).strip()
+        if not text:
+            continue
+        begin = min(max(float(_field(item, start)), 0.0), duration_s)
+        finish = min(max(float(_field(item, end)), begin), duration_s)
+        segments.append(Segment(begin, finish, text))
+    return tuple(segments)
 
 
 def _field(item: Any, name: str) -> Any:
@@ -228,28 +246,37 @@ def _field(item: Any, name: str) -> Any:
 
 
 def to_engine_result(
-    family: Family, output: Any, kwargs: Mapping[str, Any], extra: Mapping[str, Any]
+    family: Family,
+    output: Any,
+    kwargs: Mapping[str, Any],
+    duration_s: float,
+    extra: Mapping[str, Any],
 ) -> EngineResult:
     """Map whatever this family's ``generate()`` returned onto the orchestrator's result type."""
     language = getattr(output, "language", None) or kwargs.get("language")
     if hasattr(output, "sentences"):  # Parakeet's AlignedResult: timed sentences of tokens
-        segments = _segments(output.sentences, "start", "end")
+        segments = _segments(output.sentences, "start", "end", duration_s)
         generated: int | None = sum(len(s.tokens) for s in output.sentences)
         prompt: int | None = None
         timing: dict[str, Any] = {}
     elif hasattr(output, "items"):  # the forced aligner's ForcedAlignResult: timed words
-        segments = _segments(output.items, "start_time", "end_time")
+        segments = _segments(output.items, "start_time", "end_time", duration_s)
         generated, prompt, timing = None, None, {}
-    else:  # STTOutput
-        segments = _segments(output.segments, "start", "end")
-        prompt = int(output.prompt_tokens) or None
-        generated = int(output.generation_tokens) or None
-        if generated is None and output.segments and "tokens" in output.segments[0]:
-            generated = sum(len(s["tokens"]) for s in output.segments)  # Whisper counts none
+    else:  # an STTOutput: mlx_audio.stt.models.base's, or Whisper's own (text, segments, language)
+        segments = _segments(output.segments, "start", "end", duration_s)
+        # The shared STTOutput counts tokens (0 is a real count); Whisper's own has no such fields
+        # but keeps each segment's tokens (text and timestamps).
+        prompt = int(output.prompt_tokens) if hasattr(output, "prompt_tokens") else None
+        if hasattr(output, "generation_tokens"):
+            generated = int(output.generation_tokens)
+        elif isinstance(output.segments, list) and all("tokens" in s for s in output.segments):
+            generated = sum(len(s["tokens"]) for s in output.segments)
+        else:
+            generated = None
         timing = {
-            "prompt_tps": float(output.prompt_tps),
-            "generation_tps": float(output.generation_tps),
-            "total_time_s": float(output.total_time),
+            name: float(getattr(output, field))
+            for name, field in _TIMINGS.items()
+            if getattr(output, field, None)
         }
     cap = kwargs.get("max_tokens")  # Whisper's sample_len caps each window, not the total
     return EngineResult(
