@@ -44,6 +44,8 @@ from orchestrator.runtime_dir import read_connection_file
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
 REPLY_GRACE_S = 5.0
+#: ZeroMQ queues silently up to its high-water mark: set it well above any honest burst.
+SOCKET_HWM = 50_000
 DEFAULT_TIMEOUT_S = 30.0
 
 
@@ -219,8 +221,8 @@ def _resolve(
     return endpoint or str(info["endpoint"]), key or bytes.fromhex(str(info["key"])), limit
 
 
-class AsyncClient:
-    """asyncio client; safe to share between tasks of one event loop."""
+class _ClientBase:
+    """Connection set-up shared by both clients; only the context type differs."""
 
     def __init__(
         self,
@@ -235,21 +237,37 @@ class AsyncClient:
         endpoint, key, max_message_bytes = _resolve(endpoint, key, connection_file, max_message_bytes)
         self._core = _Core(key, max_message_bytes, timeout_s)
         self._own_ctx = context is None
-        self._ctx = zmq.asyncio.Context.shadow(context.underlying) if context else zmq.asyncio.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
+        self._ctx: Any = self._context(context)
+        self._sock: Any = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDHWM, 50_000)
-        self._sock.setsockopt(zmq.RCVHWM, 50_000)
+        self._sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
+        self._sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
         self._sock.connect(endpoint)
+
+    @staticmethod
+    def _context(shared: zmq.Context[Any] | None) -> Any:
+        return shared or zmq.Context()
+
+    @classmethod
+    def connect(cls, connection_file: str | Path | None = None, **kwargs: Any) -> Any:
+        """Connect to a standalone coordinator through its connection file."""
+        return cls(connection_file=connection_file, **kwargs)
+
+    def close_socket(self) -> None:
+        """Close the socket (the coordinator does this for its clients when it closes)."""
+        if not self._sock.closed:
+            self._sock.close(linger=0)
+
+
+class AsyncClient(_ClientBase):
+    """asyncio client; safe to share between tasks of one event loop."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._streams: dict[str, asyncio.Queue[Message]] = {}
         self._reader: asyncio.Task[None] | None = None
         self.closed = False
-
-    @classmethod
-    def connect(cls, connection_file: str | Path | None = None, **kwargs: Any) -> AsyncClient:
-        """Connect to a standalone coordinator through its connection file."""
-        return cls(connection_file=connection_file, **kwargs)
 
     async def _send(self, msg: Message) -> None:
         if self.closed:
@@ -321,11 +339,10 @@ class AsyncClient:
     ) -> AsyncStream:
         return AsyncStream(self, model, sample_rate, format, options)
 
-    def close_socket(self) -> None:
-        """Close the socket without a running loop (the coordinator does this on close)."""
-        self.closed = True
-        if not self._sock.closed:
-            self._sock.close(linger=0)
+    @staticmethod
+    def _context(shared: zmq.Context[Any] | None) -> Any:
+        # A shadow shares the coordinator's context, which inproc endpoints require.
+        return zmq.asyncio.Context.shadow(shared.underlying) if shared else zmq.asyncio.Context()
 
     async def aclose(self) -> None:
         self.closed = True
@@ -400,31 +417,12 @@ class AsyncStream:
         await self.close()
 
 
-class Client:
+class Client(_ClientBase):
     """Blocking twin of AsyncClient, for scripts and threads (one call at a time per client)."""
 
-    def __init__(
-        self,
-        endpoint: str | None = None,
-        *,
-        key: bytes | None = None,
-        connection_file: str | Path | None = None,
-        context: zmq.Context[Any] | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        max_message_bytes: int | None = None,
-    ) -> None:
-        endpoint, key, max_message_bytes = _resolve(endpoint, key, connection_file, max_message_bytes)
-        self._core = _Core(key, max_message_bytes, timeout_s)
-        self._own_ctx = context is None
-        self._ctx = context or zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(endpoint)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._stream_events: dict[str, deque[Message]] = {}
-
-    @classmethod
-    def connect(cls, connection_file: str | Path | None = None, **kwargs: Any) -> Client:
-        return cls(connection_file=connection_file, **kwargs)
 
     def _send(self, msg: Message) -> None:
         self._sock.send_multipart(self._core.encode(msg), copy=False)
@@ -476,10 +474,6 @@ class Client:
 
     def stream(self, *, model: str, sample_rate: int, format: str = "pcm16", **options: Any) -> SyncStream:
         return SyncStream(self, model, sample_rate, format, options)
-
-    def close_socket(self) -> None:
-        if not self._sock.closed:
-            self._sock.close(linger=0)
 
     def close(self) -> None:
         self.close_socket()
