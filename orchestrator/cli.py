@@ -1,4 +1,4 @@
-"""The command line: ``python -m orchestrator serve | health | transcribe``.
+"""The command line: ``python -m orchestrator serve | health | transcribe | fetch``.
 
 This module only builds the parser and dispatches; each command lives in its own module
 (``serve_cli``, ``health_cli``, ``transcribe_cli``) with ``add_arguments`` and ``run``. Results go
@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from orchestrator import health_cli, logs, serve_cli, transcribe_cli
+from orchestrator import fetch_cli, health_cli, logs, serve_cli, transcribe_cli
 from orchestrator.errors import ConfigError, EnvError, OrchestratorError
 
 EXIT_FAILED = 1
@@ -26,6 +26,7 @@ COMMANDS = {
     "serve": (serve_cli, "run a standalone coordinator until SIGINT/SIGTERM"),
     "health": (health_cli, "show every host replica; exit 0 ready, 1 degraded, 2 down"),
     "transcribe": (transcribe_cli, "transcribe a WAV file and print each host's text and timings"),
+    "fetch": (fetch_cli, "pre-fetch a config's models into the Hugging Face cache, with progress"),
 }
 
 
