@@ -7,7 +7,9 @@ stream at a time; finals queue in order and are never skipped; a partial that we
 another decode ran is replaced by the newer one (counted). When decoding falls behind real time
 by more than ``lag_skip_s``, partials are skipped entirely until it catches up: never audio.
 
-Every event carries ``lag_s`` (audio received but not yet covered by a finished decode). Finals
+Every event carries ``lag_s``: how much audio arrived after the audio its result (or, for other
+events, the oldest unfinished decode) ends with. Silence the segmenter discarded is no decode's
+work, so it is never lag: after a long pause the host is caught up, not behind. Finals
 carry ``audio_offset`` and ``n_samples`` (in the stream's own sample rate), and periodic
 ``progress`` events tell the coordinator up to which sample nothing more is needed, so it can
 drop its replay buffer: audio since the last confirmed point is all it must keep.
@@ -48,6 +50,8 @@ class HostStream:
     sample_rate: int
     fmt: str
     start_sample: int
+    #: Number of the segmenter's utterance 0 in the stream (a failover goes on counting).
+    first_utterance: int
     segmenter: StreamSegmenter
     resampler: audio.Resampler | None
     next_seq: int = 0
@@ -55,7 +59,10 @@ class HostStream:
     partial: Action | None = None
     decoding: bool = False
     closing: bool = False
-    covered: int = 0  # 16 kHz samples covered by finished decodes
+    #: End (16 kHz stream index) of the audio of the decode now running.
+    running_end: int | None = None
+    #: Partials replaced by a newer one before they were decoded.
+    partials_superseded: int = 0
     reported: int = 0  # last confirmed sample reported to the coordinator (16 kHz)
     #: Stream index of the first sample of the final being decoded (its audio must be kept).
     hold: int | None = None
@@ -71,7 +78,27 @@ class HostStream:
         return self.start_sample / self.sample_rate
 
     def lag_s(self) -> float:
-        return max(0, self.segmenter.stats.samples_in - self.covered) / ENGINE_SAMPLE_RATE
+        """Audio received past the end of the oldest decode not finished yet; 0 when idle."""
+        if self.running_end is not None:
+            oldest = self.running_end
+        elif self.finals:
+            oldest = _end(self.finals[0])
+        elif self.partial is not None:
+            oldest = _end(self.partial)
+        else:
+            return 0.0
+        return self.lag_after(oldest)
+
+    def lag_after(self, end16: int) -> float:
+        return max(0, self.segmenter.stats.samples_in - end16) / ENGINE_SAMPLE_RATE
+
+    def partials_skipped(self) -> int:
+        """Partials never decoded: superseded while another decode ran, or skipped for lag."""
+        return self.partials_superseded + self.segmenter.stats.partials_skipped
+
+
+def _end(action: Action) -> int:
+    return action.audio_offset + action.audio.size
 
 
 class HostStreams:
@@ -84,7 +111,6 @@ class HostStreams:
         fields = {f.name for f in dataclasses.fields(SegmenterConfig)}
         self.config = SegmenterConfig(**{k: v for k, v in settings.items() if k in fields})
         self.streams: dict[str, HostStream] = {}
-        self.partials_skipped = 0
 
     def stats(self) -> dict[str, Any]:
         return {"streams": len(self.streams), "stream_lag_s": round(max((s.lag_s() for s in self.streams.values()), default=0.0), 3)}
@@ -131,6 +157,7 @@ class HostStreams:
             sample_rate=rate,
             fmt=fmt,
             start_sample=int(header.get("start_sample", 0)),
+            first_utterance=int(header.get("first_utterance", 0)),
             segmenter=StreamSegmenter(self.config),
             resampler=None if rate == ENGINE_SAMPLE_RATE else audio.Resampler(rate, ENGINE_SAMPLE_RATE),
         )
@@ -166,11 +193,11 @@ class HostStreams:
             if isinstance(action, DecodeFinal):
                 stream.finals.append(action)
                 if stream.partial is not None:
-                    self.partials_skipped += 1
+                    stream.partials_superseded += 1
                     stream.partial = None  # the final supersedes it
             else:
                 if stream.partial is not None:
-                    self.partials_skipped += 1
+                    stream.partials_superseded += 1
                 stream.partial = action
         self.report_progress(stream)
         self.pump(stream)
@@ -186,6 +213,7 @@ class HostStreams:
             return
         stream.decoding = True
         stream.hold = action.audio_offset if isinstance(action, DecodeFinal) else None
+        stream.running_end = _end(action)
         engine, model, options = self.runtime.engine, stream.model, stream.options
         assert engine is not None
         clip = action.audio
@@ -198,11 +226,11 @@ class HostStreams:
 
         def reply(out: Any, error: Any) -> None:
             stream.decoding = False
-            stream.hold = None
-            end16 = action.audio_offset + action.audio.size
-            stream.covered = max(stream.covered, end16)
+            stream.hold = stream.running_end = None
             if error is not None:
-                self.emit(stream, {"type": "error", "error": error.to_wire(), "utterance": action.utterance_id})
+                utterance = stream.first_utterance + action.utterance_id
+                event = {"type": "error", "error": error.to_wire(), "utterance": utterance}
+                self.emit(stream, event)
             else:
                 result, compute_s = out
                 self.emit(stream, self.event_for(stream, action, result, compute_s))
@@ -214,13 +242,15 @@ class HostStreams:
 
     def event_for(self, stream: HostStream, action: Action, result: Any, compute_s: float) -> dict[str, Any]:
         event: dict[str, Any] = {
-            "utterance": action.utterance_id,
+            "utterance": stream.first_utterance + action.utterance_id,
             "text": result.text,
             "start_s": round(stream.offset_s + action.start_s, 4),
             "end_s": round(stream.offset_s + action.end_s, 4),
             "language": result.language,
             "compute_s": round(compute_s, 4),
-            "partials_skipped": self.partials_skipped,
+            "partials_skipped": stream.partials_skipped(),
+            # How stale this result is: audio that arrived after the audio it covers.
+            "lag_s": round(stream.lag_after(_end(action)), 3),
         }
         if isinstance(action, DecodeFinal):
             first = stream.to_input(action.audio_offset)
@@ -252,15 +282,15 @@ class HostStreams:
 
     def maybe_finish(self, stream: HostStream) -> None:
         if stream.closing and not stream.decoding and not stream.finals:
-            stats = stream.segmenter.stats
+            # Counts of this host's part of the stream, in stream samples; the coordinator, which
+            # saw the whole stream, puts the whole stream's totals in the event the client gets.
+            samples_in = stream.to_input(stream.segmenter.stats.samples_in) - stream.start_sample
             self.emit(
                 stream,
                 {
                     "type": "closed",
-                    "samples_in": stream.to_input(stats.samples_in) - stream.start_sample,
-                    "samples_in_finals": stats.samples_in_finals,
-                    "samples_discarded": stats.samples_discarded_silence,
-                    "partials_skipped": self.partials_skipped,
+                    "samples_in": samples_in,
+                    "partials_skipped": stream.partials_skipped(),
                 },
             )
             self.streams.pop(stream.sid, None)

@@ -60,6 +60,10 @@ class Stream:
     buffer: bytearray = field(default_factory=bytearray)
     buffer_start: int = 0  # stream sample index of buffer[0]
     samples_in: int = 0
+    #: Audio in the finals forwarded to the client, in stream samples (across every host).
+    samples_in_finals: int = 0
+    #: Utterance number the next host starts counting from, so numbers go on across failovers.
+    next_utterance: int = 0
     closing: bool = False
     parked_since: float | None = None
     last_activity: float = 0.0
@@ -87,10 +91,22 @@ class StreamTable:
 
     # ------------------------------------------------------------------ client side
     def on_client_open(self, client: bytes, msg: Message) -> None:
-        header = msg.header
-        cid = header.get("id")
+        cid = msg.header.get("id")
         if (client, cid) in self.by_client:
-            raise BadRequestError(f"stream {cid!r} is already open")
+            raise BadRequestError(f"stream {cid!r} is already open")  # it goes on: no "closed"
+        try:
+            self._open(client, cid, msg.header)
+        except OrchestratorError as err:
+            # A refused stream ends as a failed one does, with ``closed`` after the error, so
+            # the client's stream ends too instead of waiting for events forever.
+            self.broker.stats.count_error(str(err.code))
+            for event in (
+                {"type": "error", "error": err.to_wire(), "final": True},
+                {"type": "closed", "samples_in": 0},
+            ):
+                self.broker.send_client(client, Message(Kind.STREAM_EVENT, {**event, "id": cid}))
+
+    def _open(self, client: bytes, cid: Any, header: dict[str, Any]) -> None:
         if len(self.streams) >= self.settings.max_streams:
             raise OverloadedError(f"{self.settings.max_streams} streams already open")
         route = self.broker.router.route(str(header.get("model", "")))
@@ -198,7 +214,7 @@ class StreamTable:
                 if first:
                     self._emit(stream, {"type": "opened", "host": None, "parked": True})
                 return
-            err = NoHostAvailableError(f"no host can take a {stream.route.name!r} stream now")
+            err = self._refusal(stream, exclude)
             if first:
                 raise err
             self._fail(stream, err)
@@ -215,10 +231,13 @@ class StreamTable:
             "format": stream.fmt,
             "options": stream.options,
             "start_sample": stream.buffer_start,
+            "first_utterance": stream.next_utterance,
         }
         self.broker.send_host(rep, Message(Kind.STREAM_OPEN, header))
-        if stream.buffer:
-            self._send_audio(stream, bytes(stream.buffer))  # replay what no final confirmed
+        # Replay what no final confirmed, in pieces: all of it may be more than one message may carry.
+        piece = max(stream.width, self.settings.max_message_bytes // 2 // stream.width * stream.width)
+        for start in range(0, len(stream.buffer), piece):
+            self._send_audio(stream, bytes(stream.buffer[start : start + piece]))
         if stream.closing:
             self.broker.send_host(rep, Message(Kind.STREAM_CLOSE, {"sid": stream.sid}))
         if first or previous is None:
@@ -237,6 +256,18 @@ class StreamTable:
                     "replayed_s": len(stream.buffer) / stream.width / stream.sample_rate,
                 },
             )
+
+    def _refusal(self, stream: Stream, exclude: set[str]) -> OrchestratorError:
+        """Why no replica took the stream: every serving one is full (come back later), or none serves."""
+        serving = [
+            r for host in stream.route.hosts for r in self.broker.router.replicas_of(host)
+            if r.name not in exclude and r.state in SERVING and r.serves(stream.route.name)
+        ]  # fmt: skip
+        if serving:  # all of them at their host's max_streams, or _candidates would have taken one
+            return OverloadedError(
+                f"every replica serving {stream.route.name!r} has its max_streams open"
+            )
+        return NoHostAvailableError(f"no host can take a {stream.route.name!r} stream now")
 
     def _send_audio(self, stream: Stream, data: bytes) -> None:
         assert stream.replica is not None
@@ -275,6 +306,13 @@ class StreamTable:
             return  # bookkeeping between host and coordinator only
         if kind == "final":
             self._confirm(stream, int(header.get("end_sample", stream.buffer_start)))
+            stream.samples_in_finals += int(header.get("n_samples", 0))
+            stream.next_utterance = int(header.get("utterance", -1)) + 1
+        if kind == "closed":
+            # A host saw only the audio since it took the stream over; these are the stream's.
+            event["samples_in"] = stream.samples_in
+            event["samples_in_finals"] = stream.samples_in_finals
+            event["samples_discarded"] = stream.samples_in - stream.samples_in_finals
         if msg.kind is Kind.ERROR or kind == "error":
             event.setdefault("error", header.get("error"))
             event["type"] = "error"

@@ -115,13 +115,18 @@ def check_finals(
     for final, (b_start, b_end) in zip(finals, sent.bursts):
         first, n = int(final["audio_offset"]), int(final["n_samples"])
         last = first + n
-        assert first >= previous_end, f"final at {first} overlaps the previous one (ends {previous_end})"
+        assert first >= previous_end, (
+            f"final at {first} overlaps the previous one (ends {previous_end})"
+        )
         assert first <= b_start and last >= b_end, (
             f"final [{first}, {last}) does not cover its burst [{b_start}, {b_end})"
         )
         # A final ends after its utterance's trailing silence (the hangover), or at the stream's end.
         assert last <= b_end + round((end_silence_s + tolerance_s) * rate) or last == sent.pcm.size
-        assert abs(final["start_s"] - b_start / rate) <= tolerance_s, (final["start_s"], b_start / rate)
+        assert abs(final["start_s"] - b_start / rate) <= tolerance_s, (
+            final["start_s"],
+            b_start / rate,
+        )
         assert abs(final["end_s"] - b_end / rate) <= tolerance_s, (final["end_s"], b_end / rate)
         if fingerprints:
             assert_fingerprint(final["text"], sent.pcm[first:last])
