@@ -140,10 +140,14 @@ class _Core:
     def stream_open_message(
         self, model: str, sample_rate: int, fmt: str, options: Mapping[str, Any]
     ) -> tuple[str, Message]:
+        options = dict(options)
+        host = options.pop("host", None)
         audio_mod.check_sample_rate(sample_rate)
         _check_options(options)
         sid = self.new_id()
-        header = {"id": sid, "model": model, "sample_rate": sample_rate, "format": fmt, "options": dict(options)}
+        header = {"id": sid, "model": model, "sample_rate": sample_rate, "format": fmt, "options": options}
+        if host is not None:
+            header["host"] = host  # pinned: no failover to another host
         return sid, Message(Kind.STREAM_OPEN, header)
 
     @staticmethod

@@ -54,6 +54,8 @@ class Stream:
     fmt: str
     options: dict[str, Any]
     opened: float
+    #: Pinned to one host (no failover elsewhere), for side-by-side comparisons.
+    only_host: str | None = None
     replica: Replica | None = None
     next_seq: int = 0
     host_seq: int = 0
@@ -132,6 +134,7 @@ class StreamTable:
             options=options,
             opened=now,
             last_activity=now,
+            only_host=self._pinned_host(route, header.get("host")),
         )
         self.streams[stream.sid] = stream
         self.by_client[(client, cid)] = stream
@@ -193,7 +196,8 @@ class StreamTable:
     def _candidates(self, stream: Stream, exclude: set[str]) -> tuple[Replica | None, bool]:
         """The least-loaded serving replica in fallback order, and whether waiting could help."""
         coming = False
-        for host in stream.route.hosts:
+        hosts = (stream.only_host,) if stream.only_host else stream.route.hosts
+        for host in hosts:
             reps = [r for r in self.broker.router.replicas_of(host) if r.name not in exclude]
             ready = [
                 r for r in reps
@@ -203,6 +207,14 @@ class StreamTable:
                 return min(ready, key=lambda r: (r.streams, r.inflight)), True
             coming = coming or any(r.state in _COMING for r in reps)
         return None, coming
+
+    @staticmethod
+    def _pinned_host(route: ModelRoute, host: Any) -> str | None:
+        if host is None:
+            return None
+        if host not in route.hosts:
+            raise NoHostAvailableError(f"host {host!r} does not serve {route.name!r} (hosts: {list(route.hosts)})")
+        return str(host)
 
     def _attach(self, stream: Stream, exclude: set[str], first: bool = False) -> None:
         rep, coming = self._candidates(stream, exclude)

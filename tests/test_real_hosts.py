@@ -111,3 +111,30 @@ def test_offline_hub_id_not_in_cache_is_a_typed_model_unavailable_error_within_s
         assert client.transcribe(np.zeros(16000, np.int16).tobytes(), sample_rate=16000, model="qwen3-asr").text is not None
         assert replica(coord, "mlx_host.0")["restarts"] == 0
         client.close()
+
+
+def test_streaming_through_each_real_stack_gives_partials_and_a_final_per_burst(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    rate = 16_000
+    burst = (speech_like(1.2, rate) * 32767).astype(np.int16)
+    pause = np.zeros(int(0.6 * rate), np.int16)
+    audio = np.concatenate([pause, burst, pause, burst, pause])
+    with running(real_config(tiny_checkpoint, tmp_path)) as coord:
+        client = coord.sync_client()
+        for host in ("mlx_host", "legacy_host"):
+            with client.stream(model="qwen3-asr", sample_rate=rate, host=host) as stream:
+                for i in range(0, audio.size, 320):  # 20 ms chunks, as fast as they go
+                    stream.send(audio[i : i + 320])
+                stream.close()
+                events = list(stream)
+            finals = [e for e in events if e.type == "final"]
+            assert [e.type for e in events][0] == "opened" and events[-1].type == "closed"
+            assert len(finals) == 2, [(e.type, e.start_s, e.end_s) for e in events]
+            assert all(e.host == host for e in events if e.type in ("partial", "final"))
+            assert any(e.type == "partial" for e in events)
+            first, second = finals
+            assert 0.5 <= first.start_s <= 0.7 and 1.7 <= first.end_s <= 1.9
+            assert 2.3 <= second.start_s <= 2.5 and first.utterance < second.utterance
+            assert not [e for e in events if e.type == "error"]
+        client.close()
