@@ -89,6 +89,8 @@ class HostConfig:
     ready_timeout_s: float = 120.0
     #: RSS past this drains then recycles the replica; 0 disables the ceiling.
     memory_limit_mb: int = 0
+    #: A draining replica is recycled after this long even if streams still use it.
+    drain_timeout_s: float = 30.0
     restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
     env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
 

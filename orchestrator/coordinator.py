@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import shutil
 import threading
@@ -155,7 +156,9 @@ class Coordinator:
         if self._thread is not None:
             self._stop.set()
             if self.broker is not None:
-                self.broker.call(lambda: None)  # wake the loop
+                # Wake the loop; a loop that crashed has shut its broker down already.
+                with contextlib.suppress(RuntimeError):
+                    self.broker.call(lambda: None)
             self._thread.join()
             self._thread = None
         elif self.broker is not None:

@@ -328,11 +328,14 @@ class HostRuntime:
                 raise BadRequestError("options must be an object")
             self.engine.check_options(options)
             samples = self.prepare_audio(header, msg.payloads)
+            timeout_s = header.get("timeout_s", 30.0)
+            if not isinstance(timeout_s, int | float) or isinstance(timeout_s, bool):
+                raise BadRequestError(f"timeout_s must be a number, got {timeout_s!r}")
         except OrchestratorError as exc:
             self.errors += 1
             self.reply_error(msg, exc)
             return
-        deadline = received + float(header.get("timeout_s", 30.0))
+        deadline = received + timeout_s
         engine = self.engine
 
         def work() -> dict[str, Any]:
@@ -419,7 +422,13 @@ class HostRuntime:
             except OrchestratorError as exc:
                 self.drops.add(exc)  # counted, reported in heartbeats, never fatal
                 continue
-            self.handle(msg)
+            # A bug, or a header nobody foresaw: answer it, never die of it.
+            try:
+                self.handle(msg)
+            except Exception as exc:
+                log.exception("failed to handle %s", msg.kind)
+                self.errors += 1
+                self.reply_error(msg, InternalError(f"{type(exc).__name__}: {exc}"))
 
     def drain_completions(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -490,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     code = EXIT_ORPHANED
     try:
         code = runtime.run()
+    except BaseException:
+        log.exception("host runtime crashed")  # os._exit below would swallow the traceback
+        raise
     finally:
         runtime.close()
         # Engine threads may be stuck in native code; do not wait for them.

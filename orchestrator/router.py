@@ -14,10 +14,7 @@ from dataclasses import dataclass
 
 from orchestrator.config import Config, ModelRoute
 from orchestrator.errors import ModelUnavailableError, NoHostAvailableError, UnknownModelError
-from orchestrator.supervisor import SERVING, HostState, Replica
-
-#: States from which a replica may still come to serve: worth waiting for.
-_COMING = frozenset({HostState.STARTING, HostState.RESTARTING})
+from orchestrator.supervisor import COMING, SERVING, Replica
 
 
 class Verdict(enum.Enum):
@@ -75,7 +72,7 @@ class Router:
             free = [r for r in ready if r.inflight < r.host.max_inflight]
             if free:
                 return Choice(Verdict.DISPATCH, min(free, key=lambda r: (r.inflight, r.streams)))
-            if ready or any(r.state in _COMING for r in candidates):
+            if ready or any(r.state in COMING for r in candidates):
                 could_serve = True
             for rep in candidates:
                 reason = rep.ready_info.get("unavailable", {}).get(route.name)

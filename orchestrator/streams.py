@@ -31,7 +31,7 @@ from orchestrator.errors import (
     StreamSequenceError,
 )
 from orchestrator.protocol import Kind, Message
-from orchestrator.supervisor import SERVING, HostState, Replica
+from orchestrator.supervisor import COMING, SERVING, Replica
 
 if TYPE_CHECKING:
     from orchestrator.broker import Broker
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("orchestrator.streams")
 
 BYTES_PER_SAMPLE = {"pcm16": 2, "f32": 4}
-_COMING = frozenset({HostState.STARTING, HostState.RESTARTING})
 
 
 @dataclass(eq=False)
@@ -205,7 +204,8 @@ class StreamTable:
             ]  # fmt: skip
             if ready:
                 return min(ready, key=lambda r: (r.streams, r.inflight)), True
-            coming = coming or any(r.state in _COMING for r in reps)
+            # The replica the stream just lost counts too: it restarts, and the stream can wait.
+            coming = coming or any(r.state in COMING for r in self.broker.router.replicas_of(host))
         return None, coming
 
     @staticmethod
@@ -246,8 +246,8 @@ class StreamTable:
             "first_utterance": stream.next_utterance,
         }
         self.broker.send_host(rep, Message(Kind.STREAM_OPEN, header))
-        # Replay what no final confirmed, in pieces: all of it may be more than one message may carry.
-        piece = max(stream.width, self.settings.max_message_bytes // 2 // stream.width * stream.width)
+        # Replay what no final confirmed, in pieces: all of it may exceed one message's limit.
+        piece = max(1, self.settings.max_message_bytes // 2 // stream.width) * stream.width
         for start in range(0, len(stream.buffer), piece):
             self._send_audio(stream, bytes(stream.buffer[start : start + piece]))
         if stream.closing:

@@ -55,6 +55,9 @@ class HostState(enum.StrEnum):
 
 #: States in which a replica takes new work.
 SERVING = frozenset({HostState.READY, HostState.BUSY})
+#: States a replica serves again from without anyone acting (a drained one is recycled): work for
+#: it is worth waiting for, rather than refused as if no host could ever serve it.
+COMING = frozenset({HostState.STARTING, HostState.RESTARTING, HostState.UNHEALTHY})
 #: Allowed transitions; anything else is a bug and is refused loudly.
 _ALLOWED: dict[HostState, frozenset[HostState]] = {
     HostState.STARTING: frozenset(
@@ -328,13 +331,20 @@ class Supervisor:
                 if rep.stop_target is not None:
                     self._escalate_stop(rep, now)
                     continue
-                if now - rep.last_heartbeat > hb_timeout:
+                # Liveness counts from the first message heard: starting the interpreter and
+                # importing numpy can outlast it on a loaded machine (ready_timeout_s bounds that).
+                heard = rep.last_heartbeat > rep.started_at
+                if heard and now - rep.last_heartbeat > hb_timeout:
                     self.recycle(rep, f"no heartbeat for {now - rep.last_heartbeat:.1f}s")
                 elif rep.state is HostState.STARTING and now - rep.started_at > rep.host.ready_timeout_s:
                     self.recycle(rep, f"not ready after {rep.host.ready_timeout_s:.0f}s")
-                elif rep.state is HostState.UNHEALTHY and rep.inflight == 0 and rep.streams == 0:
+                elif rep.state is HostState.UNHEALTHY and (
+                    (rep.inflight == 0 and rep.streams == 0)
+                    # Long streams would keep it draining forever; they fail over losslessly.
+                    or now - rep.state_since > rep.host.drain_timeout_s
+                ):
                     rep.kill_reason = rep.kill_reason or rep.last_reason
-                    self._kill(rep, signal.SIGKILL)  # drained: recycle
+                    self._kill(rep, signal.SIGKILL)  # drained (or waited long enough): recycle
                 if rep.state in SERVING and now - rep.ready_at > rep.host.restart.stable_after_s:
                     rep.consecutive_failures = 0
                 if now - rep.sampled_at >= RESOURCE_SAMPLE_INTERVAL_S:
