@@ -221,10 +221,9 @@ class HostRuntime:
             for spec in self.boot.models:
                 if spec.name in self.on_demand:
                     continue
-                try:
+                # A model that fails is recorded as unavailable; the host serves the others.
+                with contextlib.suppress(ModelUnavailableError):
                     self.load_timings[f"load_s.{spec.name}"] = self.load_model(engine, spec)
-                except ModelUnavailableError:
-                    pass  # recorded; the host serves its other models
             self.engine = engine
             return self.load_timings
 

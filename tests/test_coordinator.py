@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import contextlib
 import os
 import signal
@@ -12,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,7 +260,7 @@ def test_bad_input_gets_typed_errors_and_the_system_keeps_serving() -> None:
         sock.send_multipart([b"garbage"])
         sock.send_multipart([b"orc/1", b"sig", b"transcribe", b"{}"])
         signed_unknown_kind = [b"nope", b'{"id": "k"}']
-        digest = hmac.new(coord.client_key, b"".join(signed_unknown_kind), hashlib.sha256).digest()
+        digest = Codec(coord.client_key).sign(signed_unknown_kind)
         sock.send_multipart([b"orc/1", digest, *signed_unknown_kind])
         sock.send_multipart([b"orc/2", digest, *signed_unknown_kind])
         real = Codec(coord.client_key, max_message_bytes=10**9)
@@ -379,8 +378,8 @@ def test_secrets_never_reach_argv_environment_or_health(caplog: pytest.LogCaptur
         host_key = coord.broker.supervisor._key.hex()
         client_key = coord.client_key.hex()
         pid = replica(coord, "syn.0")["pid"]
-        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode()
-        environ = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
         health = str(coord.health())
         for secret in (host_key, client_key):
             assert secret not in cmdline and secret not in environ and secret not in health

@@ -129,7 +129,7 @@ def test_streaming_through_each_real_stack_gives_partials_and_a_final_per_burst(
                 stream.close()
                 events = list(stream)
             finals = [e for e in events if e.type == "final"]
-            assert [e.type for e in events][0] == "opened" and events[-1].type == "closed"
+            assert events[0].type == "opened" and events[-1].type == "closed"
             assert len(finals) == 2, [(e.type, e.start_s, e.end_s) for e in events]
             assert all(e.host == host for e in events if e.type in ("partial", "final"))
             assert any(e.type == "partial" for e in events)
