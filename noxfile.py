@@ -93,3 +93,15 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(reuse_venv=True)
+def bench(session: nox.Session) -> None:
+    """Benchmarks, each figure beside a baseline from the same run: table + JSON in bench-results/.
+
+    nox -s bench                quick profile (about two minutes)
+    nox -s bench -- --full      the long one; also --out FILE, --only GROUP ...
+    Real-host rows need the host envs (`nox -s hosts`); without them they are skipped, not failed.
+    """
+    session.install("-e", ".")
+    session.run("python", "-m", "bench", *session.posargs)

@@ -193,7 +193,9 @@ class Broker:
         except zmq.Again:
             log.warning("host %s queue full; dropped %s", rep.name, msg.kind)
 
-    def reply_error(self, client: bytes, client_id: Any, err: OrchestratorError, **extra: Any) -> None:
+    def reply_error(
+        self, client: bytes, client_id: Any, err: OrchestratorError, **extra: Any
+    ) -> None:
         self.stats.count_error(str(err.code))
         self.send_client(client, error_message(err, client_id, **extra))
 
@@ -240,7 +242,9 @@ class Broker:
         self.supervisor.stop_all()
         for req in list(self.requests.values()):
             if not req.answered:
-                self.reply_error(req.client, req.client_id, HostCrashedError("coordinator shut down"))
+                self.reply_error(
+                    req.client, req.client_id, HostCrashedError("coordinator shut down")
+                )
         self.streams.close_all("coordinator shut down")
         self.clients.close(linger=100)
         self.hosts.close(linger=0)
@@ -314,7 +318,8 @@ class Broker:
             from orchestrator.health import snapshot
 
             self.send_client(
-                client, Message(Kind.HEALTH_REPLY, {"id": msg.header.get("id"), "health": snapshot(self)})
+                client,
+                Message(Kind.HEALTH_REPLY, {"id": msg.header.get("id"), "health": snapshot(self)}),
             )
         elif kind is Kind.CONTROL:
             self._on_control(client, msg)
@@ -328,7 +333,9 @@ class Broker:
         action, host = msg.header.get("action"), msg.header.get("host")
         replicas = self.router.replicas_of(str(host))
         if not replicas or action not in ("stop", "start", "restart"):
-            raise BadRequestError(f"control needs action stop|start|restart and a known host, got {action} {host}")
+            raise BadRequestError(
+                f"control needs action stop|start|restart and a known host, got {action} {host}"
+            )
         for rep in replicas:
             if action == "stop":
                 self.supervisor.stop(rep)
@@ -336,7 +343,9 @@ class Broker:
                 self.supervisor.start(rep)
             else:
                 self.supervisor.recycle(rep, "restart requested")
-        self.send_client(client, Message(Kind.CONTROL_REPLY, {"id": msg.header.get("id"), "ok": True}))
+        self.send_client(
+            client, Message(Kind.CONTROL_REPLY, {"id": msg.header.get("id"), "ok": True})
+        )
 
     def _on_transcribe(self, client: bytes, msg: Message) -> None:
         header = msg.header
@@ -387,7 +396,9 @@ class Broker:
     def _place(self, req: Request) -> None:
         """Dispatch now, queue (bounded), or answer with the typed reason."""
         try:
-            choice = self.router.choose(req.route, exclude=req.tried, only_host=req.header.get("host"))
+            choice = self.router.choose(
+                req.route, exclude=req.tried, only_host=req.header.get("host")
+            )
         except OrchestratorError as exc:
             self._answer_error(req, req.last_error or exc)
             return
@@ -396,7 +407,10 @@ class Broker:
             self._dispatch(req, choice.replica)
         elif len(self.pending) >= self.settings.max_queue:
             self._answer_error(
-                req, OverloadedError(f"queue full ({self.settings.max_queue} waiting)", model=req.route.name)
+                req,
+                OverloadedError(
+                    f"queue full ({self.settings.max_queue} waiting)", model=req.route.name
+                ),
             )
         else:
             self.pending.append(req)
@@ -417,7 +431,9 @@ class Broker:
             req.answered = True
             self.reply_error(req.client, req.client_id, err, model=req.route.name)
             total = time.monotonic() - req.received
-            self._request_done(req, str(err.code), {"queued_s": total, "compute_s": 0.0, "total_s": total})
+            self._request_done(
+                req, str(err.code), {"queued_s": total, "compute_s": 0.0, "total_s": total}
+            )
 
     def _drain_pending(self) -> None:
         """Offer queued requests to replicas that have room again, oldest first."""
@@ -452,7 +468,11 @@ class Broker:
             self.supervisor.on_ready(rep, msg.header)
             self.streams.on_replica_ready(rep)
             self._drain_pending()
-        elif kind in (Kind.RESULT, Kind.ERROR) and "id" in msg.header and msg.header["id"] is not None:
+        elif (
+            kind in (Kind.RESULT, Kind.ERROR)
+            and "id" in msg.header
+            and msg.header["id"] is not None
+        ):
             self._on_reply(rep, msg)
         elif kind is Kind.STREAM_EVENT:
             self.streams.on_host_event(rep, msg)
@@ -476,7 +496,9 @@ class Broker:
                 req.answered = True
                 header = msg.header
                 timings = {
-                    "queued_s": req.dispatched_at - req.received + float(header.get("host_queued_s", 0.0)),
+                    "queued_s": req.dispatched_at
+                    - req.received
+                    + float(header.get("host_queued_s", 0.0)),
                     "compute_s": float(header.get("compute_s", 0.0)),
                     "total_s": now - req.received,
                 }
@@ -508,8 +530,12 @@ class Broker:
                 req.answered = True
                 self.stats.count_error(code)
                 total = now - req.received
-                self._request_done(req, code, {"queued_s": total, "compute_s": 0.0, "total_s": total})
-                self.send_client(req.client, Message(Kind.ERROR, {**msg.header, "id": req.client_id}))
+                self._request_done(
+                    req, code, {"queued_s": total, "compute_s": 0.0, "total_s": total}
+                )
+                self.send_client(
+                    req.client, Message(Kind.ERROR, {**msg.header, "id": req.client_id})
+                )
         self.supervisor.update_load(rep)
         self._drain_pending()
 
@@ -538,7 +564,9 @@ class Broker:
                 rep = req.replica
                 self.requests.pop(req.rid, None)
                 self.stats.recycled_stuck += 1
-                self.supervisor.recycle(rep, f"request stuck {now - req.deadline:.1f}s past its deadline")
+                self.supervisor.recycle(
+                    rep, f"request stuck {now - req.deadline:.1f}s past its deadline"
+                )
 
     def _on_state_change(self, rep: Replica, old: HostState, new: HostState, reason: str) -> None:
         if new in SERVING or new is HostState.UNHEALTHY:
@@ -564,11 +592,15 @@ class Broker:
 
     def _place_retry(self, req: Request, dead: Replica, reason: str) -> None:
         try:
-            choice = self.router.choose(req.route, exclude=req.tried, only_host=req.header.get("host"))
+            choice = self.router.choose(
+                req.route, exclude=req.tried, only_host=req.header.get("host")
+            )
         except OrchestratorError:
             choice = None
         if choice is None:
-            self._answer_error(req, HostCrashedError(f"host {dead.name} died ({reason}); no other host"))
+            self._answer_error(
+                req, HostCrashedError(f"host {dead.name} died ({reason}); no other host")
+            )
         elif choice.verdict is Verdict.DISPATCH:
             assert choice.replica is not None
             self._dispatch(req, choice.replica)

@@ -145,7 +145,13 @@ class _Core:
         audio_mod.check_sample_rate(sample_rate)
         _check_options(options)
         sid = self.new_id()
-        header = {"id": sid, "model": model, "sample_rate": sample_rate, "format": fmt, "options": options}
+        header = {
+            "id": sid,
+            "model": model,
+            "sample_rate": sample_rate,
+            "format": fmt,
+            "options": options,
+        }
         if host is not None:
             header["host"] = host  # pinned: no failover to another host
         return sid, Message(Kind.STREAM_OPEN, header)
@@ -183,7 +189,11 @@ class _Core:
             model=str(header.get("model", "")),
             host=str(header.get("host", "")),
             replica=str(header.get("replica", "")),
-            timings=Timings(float(t.get("queued_s", 0)), float(t.get("compute_s", 0)), float(t.get("total_s", 0))),
+            timings=Timings(
+                float(t.get("queued_s", 0)),
+                float(t.get("compute_s", 0)),
+                float(t.get("total_s", 0)),
+            ),
             attempts=int(header.get("attempts", 1)),
             prompt_tokens=body.get("prompt_tokens"),
             generation_tokens=body.get("generation_tokens"),
@@ -211,11 +221,16 @@ class _Core:
 def _check_options(options: Mapping[str, Any]) -> None:
     unknown = set(options) - KNOWN_OPTIONS
     if unknown:
-        raise BadRequestError(f"unknown option(s) {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}")
+        raise BadRequestError(
+            f"unknown option(s) {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
+        )
 
 
 def _resolve(
-    endpoint: str | None, key: bytes | None, connection_file: str | Path | None, max_bytes: int | None
+    endpoint: str | None,
+    key: bytes | None,
+    connection_file: str | Path | None,
+    max_bytes: int | None,
 ) -> tuple[str, bytes, int]:
     """Endpoint, key and message limit: as given, else from the connection file."""
     if endpoint and key:
@@ -238,7 +253,9 @@ class _ClientBase:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int | None = None,
     ) -> None:
-        endpoint, key, max_message_bytes = _resolve(endpoint, key, connection_file, max_message_bytes)
+        endpoint, key, max_message_bytes = _resolve(
+            endpoint, key, connection_file, max_message_bytes
+        )
         self._core = _Core(key, max_message_bytes, timeout_s)
         self._own_ctx = context is None
         self._ctx: Any = self._context(context)
@@ -323,7 +340,9 @@ class AsyncClient(_ClientBase):
         ``options`` are the engine options (language, context, max_tokens, temperature);
         ``host`` pins the request to one host, with no fallback (for comparisons).
         """
-        rid, msg, timeout_s = self._core.transcribe_message(audio, sample_rate, model, timeout, options, host)
+        rid, msg, timeout_s = self._core.transcribe_message(
+            audio, sample_rate, model, timeout, options, host
+        )
         return self._core.result(await self._request(rid, msg, timeout_s))
 
     async def health(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -334,7 +353,9 @@ class AsyncClient(_ClientBase):
     async def control(self, action: str, host: str, timeout: float = 5.0) -> None:
         """Operator action on a host's replicas: "stop", "start" or "restart"."""
         rid = self._core.new_id()
-        reply = await self._request(rid, Message(Kind.CONTROL, {"id": rid, "action": action, "host": host}), timeout)
+        reply = await self._request(
+            rid, Message(Kind.CONTROL, {"id": rid, "action": action, "host": host}), timeout
+        )
         if reply.kind is Kind.ERROR:
             raise error_from_wire(reply.header.get("error") or {})
 
@@ -368,7 +389,14 @@ class AsyncClient(_ClientBase):
 class AsyncStream:
     """A live stream: ``send`` chunks, iterate events; closing flushes the last final."""
 
-    def __init__(self, client: AsyncClient, model: str, sample_rate: int, fmt: str, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        model: str,
+        sample_rate: int,
+        fmt: str,
+        options: Mapping[str, Any],
+    ) -> None:
         self._client = client
         self._core = client._core
         self.sid, self._open_msg = self._core.stream_open_message(model, sample_rate, fmt, options)
@@ -388,7 +416,9 @@ class AsyncStream:
         if self.close_sent:
             raise StreamClosedError("stream is closed")
         payload = self._core.chunk_payload(chunk, self.fmt)
-        await self._client._send(Message(Kind.STREAM_AUDIO, {"id": self.sid, "seq": self._seq}, [payload]))
+        await self._client._send(
+            Message(Kind.STREAM_AUDIO, {"id": self.sid, "seq": self._seq}, [payload])
+        )
         self._seq += 1
 
     async def close(self) -> None:
@@ -440,7 +470,9 @@ class Client(_ClientBase):
                 return queued.popleft()
             remaining = limit - time.monotonic()
             if remaining <= 0 or not self._sock.poll(remaining * 1000):
-                raise DeadlineExceededError(f"no answer from the coordinator within {timeout_s:.1f}s")
+                raise DeadlineExceededError(
+                    f"no answer from the coordinator within {timeout_s:.1f}s"
+                )
             msg = self._core.decode(self._sock.recv_multipart())
             if msg is None:
                 continue
@@ -460,7 +492,9 @@ class Client(_ClientBase):
         host: str | None = None,
         **options: Any,
     ) -> TranscriptionResult:
-        rid, msg, timeout_s = self._core.transcribe_message(audio, sample_rate, model, timeout, options, host)
+        rid, msg, timeout_s = self._core.transcribe_message(
+            audio, sample_rate, model, timeout, options, host
+        )
         self._send(msg)
         return self._core.result(self._wait(rid, timeout_s + REPLY_GRACE_S))
 
@@ -476,7 +510,9 @@ class Client(_ClientBase):
         if reply.kind is Kind.ERROR:
             raise error_from_wire(reply.header.get("error") or {})
 
-    def stream(self, *, model: str, sample_rate: int, format: str = "pcm16", **options: Any) -> SyncStream:
+    def stream(
+        self, *, model: str, sample_rate: int, format: str = "pcm16", **options: Any
+    ) -> SyncStream:
         return SyncStream(self, model, sample_rate, format, options)
 
     def close(self) -> None:
@@ -494,7 +530,9 @@ class Client(_ClientBase):
 class SyncStream:
     """Blocking twin of AsyncStream."""
 
-    def __init__(self, client: Client, model: str, sample_rate: int, fmt: str, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, client: Client, model: str, sample_rate: int, fmt: str, options: Mapping[str, Any]
+    ) -> None:
         self._client = client
         self._core = client._core
         self.sid, self._open_msg = self._core.stream_open_message(model, sample_rate, fmt, options)
@@ -512,7 +550,9 @@ class SyncStream:
         if self.close_sent:
             raise StreamClosedError("stream is closed")
         payload = self._core.chunk_payload(chunk, self.fmt)
-        self._client._send(Message(Kind.STREAM_AUDIO, {"id": self.sid, "seq": self._seq}, [payload]))
+        self._client._send(
+            Message(Kind.STREAM_AUDIO, {"id": self.sid, "seq": self._seq}, [payload])
+        )
         self._seq += 1
 
     def close(self) -> None:

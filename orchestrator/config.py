@@ -186,7 +186,9 @@ def config_from_dict(
     default_restart = _build(RestartPolicy, raw.get("restart", {}), source, "restart")
     hosts: dict[str, HostConfig] = {}
     for name, table in _table(raw.get("hosts", {}), source, "hosts").items():
-        hosts[name] = _build_host(name, _table(table, source, f"hosts.{name}"), default_restart, source)
+        hosts[name] = _build_host(
+            name, _table(table, source, f"hosts.{name}"), default_restart, source
+        )
     if not hosts:
         raise ConfigError(f"{source}: [hosts] is empty (fix: declare at least one [hosts.NAME])")
     models = _build_routes(raw.get("models", {}), hosts, source)
@@ -214,16 +216,23 @@ def _build_host(
     fields = dict(table)
     restart = default_restart
     if "restart" in fields:
-        merged = {**dataclasses.asdict(default_restart), **_table(fields.pop("restart"), source, where)}
+        merged = {
+            **dataclasses.asdict(default_restart),
+            **_table(fields.pop("restart"), source, where),
+        }
         restart = _build(RestartPolicy, merged, source, f"{where}.restart")
     models = _table(fields.get("models", {}), source, f"{where}.models")
     lazy = _table(fields.get("on_demand_models", {}), source, f"{where}.on_demand_models")
     if not models and not lazy:
-        raise ConfigError(f"{source}: {where}.models is empty (fix: map model names to hub ids or paths)")
+        raise ConfigError(
+            f"{source}: {where}.models is empty (fix: map model names to hub ids or paths)"
+        )
     for table_name, table in (("models", models), ("on_demand_models", lazy)):
         for model, ref in table.items():
             if not isinstance(ref, str) or not ref:
-                raise ConfigError(f"{source}: {where}.{table_name}.{model} must be a hub id or path string")
+                raise ConfigError(
+                    f"{source}: {where}.{table_name}.{model} must be a hub id or path string"
+                )
     both = sorted(set(models) & set(lazy))
     if both:
         raise ConfigError(f"{source}: {where}: {both[0]!r} is in both models and on_demand_models")
@@ -232,18 +241,20 @@ def _build_host(
     if bool(host.env) == bool(host.python):
         raise ConfigError(
             f"{source}: {where} needs exactly one of 'env' (a built env under envs/) or 'python' "
-            f"(fix: set env = \"{name}\")"
+            f'(fix: set env = "{name}")'
         )
     if host.replicas < 1 or host.max_inflight < 1 or host.engine_threads < 1:
-        raise ConfigError(f"{source}: {where}: replicas, max_inflight and engine_threads must be >= 1")
+        raise ConfigError(
+            f"{source}: {where}: replicas, max_inflight and engine_threads must be >= 1"
+        )
     if ":" not in host.engine:
-        raise ConfigError(f"{source}: {where}.engine must be 'package.module:Class', got {host.engine!r}")
+        raise ConfigError(
+            f"{source}: {where}.engine must be 'package.module:Class', got {host.engine!r}"
+        )
     return host
 
 
-def _build_routes(
-    raw: Any, hosts: Mapping[str, HostConfig], source: str
-) -> dict[str, ModelRoute]:
+def _build_routes(raw: Any, hosts: Mapping[str, HostConfig], source: str) -> dict[str, ModelRoute]:
     routes: dict[str, ModelRoute] = {}
     for model, table in _table(raw, source, "models").items():
         where = f"models.{model}"

@@ -84,7 +84,9 @@ class Coordinator:
 
     def _start(self, write_connection_file: bool) -> None:
         base = runtime_dir.private_dir(
-            Path(self.settings.runtime_dir) if self.settings.runtime_dir else runtime_dir.default_base()
+            Path(self.settings.runtime_dir)
+            if self.settings.runtime_dir
+            else runtime_dir.default_base()
         )
         self.run_dir = runtime_dir.run_dir(base)
         if self._client_endpoint is not None:
@@ -102,7 +104,11 @@ class Coordinator:
             client_key=self.client_key,
             host_key=self._host_key,
         )
-        if self.public_endpoint and self.public_endpoint.startswith("tcp://") and self.public_endpoint.endswith(":0"):
+        if (
+            self.public_endpoint
+            and self.public_endpoint.startswith("tcp://")
+            and self.public_endpoint.endswith(":0")
+        ):
             self.public_endpoint = self.broker.clients.getsockopt(zmq.LAST_ENDPOINT).decode()
         if write_connection_file and self.public_endpoint:
             # In the per-user base folder, where clients look by default.
@@ -114,7 +120,11 @@ class Coordinator:
         assert self.run_dir is not None
         if not endpoint or endpoint == "ipc":
             return f"ipc://{self.run_dir}/clients.sock"
-        if endpoint.startswith("tcp://") and not endpoint.startswith(_LOOPBACK) and not self.settings.allow_remote:
+        if (
+            endpoint.startswith("tcp://")
+            and not endpoint.startswith(_LOOPBACK)
+            and not self.settings.allow_remote
+        ):
             raise ConfigError(
                 f"{self.config.source}: coordinator.client_endpoint {endpoint!r} is not loopback "
                 "(fix: bind tcp://127.0.0.1:PORT, or set allow_remote = true knowingly)"

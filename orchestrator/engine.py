@@ -128,9 +128,7 @@ class Engine(abc.ABC):
         """Load one model so that ``transcribe(spec.name, ...)`` can serve it."""
 
     @abc.abstractmethod
-    def transcribe(
-        self, model: str, audio: np.ndarray, options: Mapping[str, Any]
-    ) -> EngineResult:
+    def transcribe(self, model: str, audio: np.ndarray, options: Mapping[str, Any]) -> EngineResult:
         """Transcribe mono float32 audio at ENGINE_SAMPLE_RATE, values in [-1, 1]."""
 
     def warmup(self, model: str) -> None:
@@ -179,7 +177,9 @@ def load_engine_class(entry_point: str) -> type[Engine]:
     """Import ``package.module:Class`` and check it is an Engine."""
     module_name, sep, attr = entry_point.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"engine entry point {entry_point!r} is not of the form package.module:Class")
+        raise ValueError(
+            f"engine entry point {entry_point!r} is not of the form package.module:Class"
+        )
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Engine)):
         raise TypeError(f"{entry_point!r} is not a subclass of orchestrator.engine.Engine")
@@ -191,4 +191,6 @@ def require_model(models: Mapping[str, Any], model: str) -> Any:
     try:
         return models[model]
     except KeyError:
-        raise UnknownModelError(f"model {model!r} is not loaded on this host", model=model) from None
+        raise UnknownModelError(
+            f"model {model!r} is not loaded on this host", model=model
+        ) from None

@@ -36,7 +36,9 @@ except Exception as exc:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})"
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -74,9 +76,17 @@ def fetch_one(host: HostConfig, model: str, ref: str, root: str) -> bool:
         print(f"{host.name}: {model}: local path {ref} {'present' if present else 'MISSING'}")
         return present
     python = host_python(host, root)
-    print(f"{host.name}: {model}: fetching {ref} with {host.name}'s huggingface-hub ...", flush=True)
+    print(
+        f"{host.name}: {model}: fetching {ref} with {host.name}'s huggingface-hub ...", flush=True
+    )
     env = {**os.environ, **host.env_vars}
-    done = subprocess.run([str(python), "-c", _FETCH_SCRIPT, ref], env=env, check=False, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [str(python), "-c", _FETCH_SCRIPT, ref],
+        env=env,
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     if done.returncode:
         print(f"{host.name}: {model}: FAILED (see the cause above)")
         return False

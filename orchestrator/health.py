@@ -63,7 +63,11 @@ def snapshot(broker: Broker) -> dict[str, Any]:
             for r in replicas
             if r["host"] in route.hosts and r["state"] in SERVING and route.name in r["models"]
         ]
-        models[route.name] = {"hosts": list(route.hosts), "aliases": list(route.aliases), "ready": ready}
+        models[route.name] = {
+            "hosts": list(route.hosts),
+            "aliases": list(route.aliases),
+            "ready": ready,
+        }
     me = psutil.Process(os.getpid())
     return {
         "coordinator": {

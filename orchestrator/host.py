@@ -148,7 +148,9 @@ class HostRuntime:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
-    def submit(self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]) -> None:
+    def submit(
+        self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
+    ) -> None:
         """Run ``work`` on the pool; ``reply(result, error)`` later runs on the main thread."""
         self.inflight[job_id] = time.monotonic()
 
@@ -208,7 +210,9 @@ class HostRuntime:
             assert self.engine is not None
             log.info("loading on-demand model %s (%s)", model, self.on_demand[model].ref)
             try:
-                self.load_timings[f"load_s.{model}"] = self.load_model(self.engine, self.on_demand[model])
+                self.load_timings[f"load_s.{model}"] = self.load_model(
+                    self.engine, self.on_demand[model]
+                )
             finally:
                 self.call_soon(lambda: self.send(self.ready_message()))  # models changed
 
@@ -468,7 +472,9 @@ def _watch_stdin(gone: threading.Event) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.host", description=__doc__)
-    parser.add_argument("--identity", required=True, help="name.replica the coordinator knows us by")
+    parser.add_argument(
+        "--identity", required=True, help="name.replica the coordinator knows us by"
+    )
     parser.add_argument("--endpoint", required=True, help="coordinator's host socket")
     parser.add_argument("--parent-pid", type=int, required=True, help="exit when this pid is gone")
     parser.add_argument("--log-level", default="INFO")

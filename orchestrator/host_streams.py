@@ -113,14 +113,19 @@ class HostStreams:
         self.streams: dict[str, HostStream] = {}
 
     def stats(self) -> dict[str, Any]:
-        return {"streams": len(self.streams), "stream_lag_s": round(max((s.lag_s() for s in self.streams.values()), default=0.0), 3)}
+        return {
+            "streams": len(self.streams),
+            "stream_lag_s": round(max((s.lag_s() for s in self.streams.values()), default=0.0), 3),
+        }
 
     def emit(self, stream: HostStream, event: dict[str, Any]) -> None:
         event.setdefault("lag_s", round(stream.lag_s(), 3))
         self.runtime.send(Message(Kind.STREAM_EVENT, {"sid": stream.sid, **event}))
 
     def error(self, sid: str, err: OrchestratorError) -> None:
-        self.runtime.send(Message(Kind.STREAM_EVENT, {"sid": sid, "type": "error", "error": err.to_wire()}))
+        self.runtime.send(
+            Message(Kind.STREAM_EVENT, {"sid": sid, "type": "error", "error": err.to_wire()})
+        )
 
     def handle(self, msg: Message) -> None:
         sid = str(msg.header.get("sid"))
@@ -159,7 +164,9 @@ class HostStreams:
             start_sample=int(header.get("start_sample", 0)),
             first_utterance=int(header.get("first_utterance", 0)),
             segmenter=StreamSegmenter(self.config),
-            resampler=None if rate == ENGINE_SAMPLE_RATE else audio.Resampler(rate, ENGINE_SAMPLE_RATE),
+            resampler=None
+            if rate == ENGINE_SAMPLE_RATE
+            else audio.Resampler(rate, ENGINE_SAMPLE_RATE),
         )
 
     def audio(self, stream: HostStream, msg: Message) -> None:
@@ -169,7 +176,12 @@ class HostStreams:
         stream.next_seq += 1
         if stream.closing:
             raise StreamClosedError("stream is closing")
-        samples = audio.decode_payload(msg.payloads[0] if msg.payloads else b"", stream.fmt, stream.sample_rate, allow_empty=True)
+        samples = audio.decode_payload(
+            msg.payloads[0] if msg.payloads else b"",
+            stream.fmt,
+            stream.sample_rate,
+            allow_empty=True,
+        )
         if stream.resampler is not None:
             samples = stream.resampler.process(samples)
         behind = stream.lag_s() > self.lag_skip_s
@@ -240,7 +252,9 @@ class HostStreams:
 
         self.runtime.submit(f"{stream.sid}:{action.utterance_id}", work, reply)
 
-    def event_for(self, stream: HostStream, action: Action, result: Any, compute_s: float) -> dict[str, Any]:
+    def event_for(
+        self, stream: HostStream, action: Action, result: Any, compute_s: float
+    ) -> dict[str, Any]:
         event: dict[str, Any] = {
             "utterance": stream.first_utterance + action.utterance_id,
             "text": result.text,

@@ -40,9 +40,7 @@ class Router:
     def route(self, model: str) -> ModelRoute:
         route = self.config.resolve_model(model)
         if route is None:
-            known = sorted(
-                {n for r in self.config.models.values() for n in (r.name, *r.aliases)}
-            )
+            known = sorted({n for r in self.config.models.values() for n in (r.name, *r.aliases)})
             raise UnknownModelError(f"unknown model {model!r}; known: {known}", model=model)
         return route
 
@@ -66,7 +64,9 @@ class Router:
         for host_name in hosts:
             # A replica being stopped takes no new work, even while it drains.
             candidates = [
-                r for r in self._by_host[host_name] if r.name not in exclude and r.stop_target is None
+                r
+                for r in self._by_host[host_name]
+                if r.name not in exclude and r.stop_target is None
             ]
             ready = [r for r in candidates if r.state in SERVING and r.serves(route.name)]
             free = [r for r in ready if r.inflight < r.host.max_inflight]

@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     stop = StopRequested()
     stop.install()  # before the hosts start: a signal during start-up still stops them cleanly
     # A standalone coordinator always listens publicly: --endpoint, else the config's, else ipc.
-    coord = Coordinator(config, client_endpoint=args.endpoint or config.coordinator.client_endpoint or "ipc")
+    coord = Coordinator(
+        config, client_endpoint=args.endpoint or config.coordinator.client_endpoint or "ipc"
+    )
     metrics_server: MetricsServer | None = None
     try:
         started = time.monotonic()

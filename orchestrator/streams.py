@@ -189,7 +189,9 @@ class StreamTable:
         return stream
 
     def _emit(self, stream: Stream, event: dict[str, Any]) -> None:
-        self.broker.send_client(stream.client, Message(Kind.STREAM_EVENT, {**event, "id": stream.cid}))
+        self.broker.send_client(
+            stream.client, Message(Kind.STREAM_EVENT, {**event, "id": stream.cid})
+        )
 
     # ------------------------------------------------------------------ binding to replicas
     def _candidates(self, stream: Stream, exclude: set[str]) -> tuple[Replica | None, bool]:
@@ -213,7 +215,9 @@ class StreamTable:
         if host is None:
             return None
         if host not in route.hosts:
-            raise NoHostAvailableError(f"host {host!r} does not serve {route.name!r} (hosts: {list(route.hosts)})")
+            raise NoHostAvailableError(
+                f"host {host!r} does not serve {route.name!r} (hosts: {list(route.hosts)})"
+            )
         return str(host)
 
     def _attach(self, stream: Stream, exclude: set[str], first: bool = False) -> None:
@@ -284,7 +288,8 @@ class StreamTable:
     def _send_audio(self, stream: Stream, data: bytes) -> None:
         assert stream.replica is not None
         self.broker.send_host(
-            stream.replica, Message(Kind.STREAM_AUDIO, {"sid": stream.sid, "seq": stream.host_seq}, [data])
+            stream.replica,
+            Message(Kind.STREAM_AUDIO, {"sid": stream.sid, "seq": stream.host_seq}, [data]),
         )
         stream.host_seq += 1
 
@@ -365,7 +370,10 @@ class StreamTable:
         for stream in list(self.streams.values()):
             if stream.parked_since is not None and now - stream.parked_since > timeout:
                 self._fail(
-                    stream, NoHostAvailableError(f"no host became ready for the stream within {timeout:.0f}s")
+                    stream,
+                    NoHostAvailableError(
+                        f"no host became ready for the stream within {timeout:.0f}s"
+                    ),
                 )
             elif now - stream.last_activity > idle:
                 self._fail(stream, StreamClosedError(f"stream idle for {idle:.0f}s"))

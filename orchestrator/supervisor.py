@@ -64,10 +64,22 @@ _ALLOWED: dict[HostState, frozenset[HostState]] = {
         {HostState.READY, HostState.RESTARTING, HostState.FAILED, HostState.STOPPED}
     ),
     HostState.READY: frozenset(
-        {HostState.BUSY, HostState.UNHEALTHY, HostState.RESTARTING, HostState.FAILED, HostState.STOPPED}
+        {
+            HostState.BUSY,
+            HostState.UNHEALTHY,
+            HostState.RESTARTING,
+            HostState.FAILED,
+            HostState.STOPPED,
+        }
     ),
     HostState.BUSY: frozenset(
-        {HostState.READY, HostState.UNHEALTHY, HostState.RESTARTING, HostState.FAILED, HostState.STOPPED}
+        {
+            HostState.READY,
+            HostState.UNHEALTHY,
+            HostState.RESTARTING,
+            HostState.FAILED,
+            HostState.STOPPED,
+        }
     ),
     HostState.UNHEALTHY: frozenset({HostState.RESTARTING, HostState.FAILED, HostState.STOPPED}),
     HostState.RESTARTING: frozenset({HostState.STARTING, HostState.FAILED, HostState.STOPPED}),
@@ -244,7 +256,12 @@ class Supervisor:
 
     def _boot_document(self, host: HostConfig) -> str:
         models = [
-            {"name": name, "ref": ref, "options": dict(host.model_options.get(name, {})), "on_demand": lazy}
+            {
+                "name": name,
+                "ref": ref,
+                "options": dict(host.model_options.get(name, {})),
+                "on_demand": lazy,
+            }
             for lazy, table in ((False, host.models), (True, host.on_demand_models))
             for name, ref in table.items()
         ]
@@ -336,7 +353,10 @@ class Supervisor:
                 heard = rep.last_heartbeat > rep.started_at
                 if heard and now - rep.last_heartbeat > hb_timeout:
                     self.recycle(rep, f"no heartbeat for {now - rep.last_heartbeat:.1f}s")
-                elif rep.state is HostState.STARTING and now - rep.started_at > rep.host.ready_timeout_s:
+                elif (
+                    rep.state is HostState.STARTING
+                    and now - rep.started_at > rep.host.ready_timeout_s
+                ):
                     self.recycle(rep, f"not ready after {rep.host.ready_timeout_s:.0f}s")
                 elif rep.state is HostState.UNHEALTHY and (
                     (rep.inflight == 0 and rep.streams == 0)
@@ -349,7 +369,9 @@ class Supervisor:
                     rep.consecutive_failures = 0
                 if now - rep.sampled_at >= RESOURCE_SAMPLE_INTERVAL_S:
                     self._sample(rep, now)
-            elif rep.state is HostState.RESTARTING and now >= rep.next_start_at and not self.closing:
+            elif (
+                rep.state is HostState.RESTARTING and now >= rep.next_start_at and not self.closing
+            ):
                 self.spawn(rep)
 
     def _sample(self, rep: Replica, now: float) -> None:
@@ -462,7 +484,9 @@ def _segmenter_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config.segmenter)
 
 
-_LEVELS = {name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
+_LEVELS = {
+    name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+}
 
 
 def _pump_output(stream: IO[bytes] | None, name: str, default_level: int) -> None:

@@ -81,9 +81,7 @@ class SyntheticEngine(Engine):
         # Warm-up must not count towards crash_after_requests / hang_after_requests.
         require_model(self._models, model)
 
-    def transcribe(
-        self, model: str, audio: np.ndarray, options: Mapping[str, Any]
-    ) -> EngineResult:
+    def transcribe(self, model: str, audio: np.ndarray, options: Mapping[str, Any]) -> EngineResult:
         require_model(self._models, model)
         faults = _parse_faults(str(options.get("context", "")))
         with self._lock:

@@ -31,7 +31,12 @@ FAST_COORDINATOR = {
     "term_grace_s": 1.0,
     "stuck_request_grace_s": 1.0,
 }
-FAST_RESTART = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "max_restarts": 5, "restart_window_s": 30.0}
+FAST_RESTART = {
+    "backoff_initial_s": 0.05,
+    "backoff_max_s": 0.5,
+    "max_restarts": 5,
+    "restart_window_s": 30.0,
+}
 
 
 def synthetic_host(models: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:

@@ -65,13 +65,17 @@ def test_sync_client_twin_transcribes_numpy_float_audio() -> None:
     with running(make_config()) as coord:
         client = coord.sync_client()
         pcm = tone_pcm16(8000, seed=1)
-        result = client.transcribe(pcm.astype(np.float32) / 32768.0, sample_rate=16000, model="echo")
+        result = client.transcribe(
+            pcm.astype(np.float32) / 32768.0, sample_rate=16000, model="echo"
+        )
         assert_fingerprint(result.text, pcm)
         client.close()
 
 
 def test_host_killed_under_load_requests_are_retried_or_answered_within_deadline() -> None:
-    config = make_config({"syn": synthetic_host(replicas=2, max_inflight=4, engine_options={"delay_s": 0.05})})
+    config = make_config(
+        {"syn": synthetic_host(replicas=2, max_inflight=4, engine_options={"delay_s": 0.05})}
+    )
     with running(config) as coord:
         victim = replica(coord, "syn.0")["pid"]
 
@@ -82,7 +86,9 @@ def test_host_killed_under_load_requests_are_retried_or_answered_within_deadline
             async def one(i: int) -> object:
                 await asyncio.sleep(i * 0.01)
                 try:
-                    return await client.transcribe(clips[i].tobytes(), sample_rate=16000, model="echo", timeout=10)
+                    return await client.transcribe(
+                        clips[i].tobytes(), sample_rate=16000, model="echo", timeout=10
+                    )
                 except HostCrashedError as exc:
                     return exc
 
@@ -91,7 +97,9 @@ def test_host_killed_under_load_requests_are_retried_or_answered_within_deadline
                 os.kill(victim, signal.SIGKILL)
 
             started = time.monotonic()
-            results, _ = await asyncio.gather(asyncio.gather(*(one(i) for i in range(120))), killer())
+            results, _ = await asyncio.gather(
+                asyncio.gather(*(one(i) for i in range(120))), killer()
+            )
             assert time.monotonic() - started < 10 + 5
             ok = [(i, r) for i, r in enumerate(results) if not isinstance(r, Exception)]
             for i, r in ok:
@@ -108,7 +116,9 @@ def test_host_killed_under_load_requests_are_retried_or_answered_within_deadline
         client = coord.sync_client()
         pcm = tone_pcm16(3200, seed=99)
         for _ in range(4):
-            assert_fingerprint(client.transcribe(pcm.tobytes(), sample_rate=16000, model="echo").text, pcm)
+            assert_fingerprint(
+                client.transcribe(pcm.tobytes(), sample_rate=16000, model="echo").text, pcm
+            )
         client.close()
 
 
@@ -120,7 +130,9 @@ def test_single_host_killed_mid_request_answers_host_crashed_then_recovers() -> 
         async def main() -> None:
             client = coord.client()
             call = asyncio.ensure_future(
-                client.transcribe(tone_pcm16(160, 0).tobytes(), sample_rate=16000, model="echo", timeout=8)
+                client.transcribe(
+                    tone_pcm16(160, 0).tobytes(), sample_rate=16000, model="echo", timeout=8
+                )
             )
             await asyncio.to_thread(wait_for, lambda: replica(coord, "syn.0")["inflight"] == 1)
             os.kill(pid, signal.SIGKILL)
@@ -142,7 +154,13 @@ def test_hanging_engine_gives_deadline_exceeded_and_the_host_is_recycled() -> No
         pid = replica(coord, "syn.0")["pid"]
         started = time.monotonic()
         with pytest.raises(DeadlineExceededError):
-            client.transcribe(tone_pcm16(160, 0).tobytes(), sample_rate=16000, model="echo", timeout=0.5, context="hang")
+            client.transcribe(
+                tone_pcm16(160, 0).tobytes(),
+                sample_rate=16000,
+                model="echo",
+                timeout=0.5,
+                context="hang",
+            )
         assert time.monotonic() - started < 2.0
         # Heartbeats kept coming (the main thread is free), so only the stuck request can tell.
         wait_for(lambda: replica(coord, "syn.0")["restarts"] >= 1, what="recycle")
@@ -156,7 +174,10 @@ def test_hanging_engine_gives_deadline_exceeded_and_the_host_is_recycled() -> No
 
 def test_host_crashing_at_every_start_ends_failed_after_bounded_restarts() -> None:
     config = make_config(
-        {"good": synthetic_host({"echo": "s"}), "bad": synthetic_host({"other": "s"}, engine_options={"crash_on_start": True})}
+        {
+            "good": synthetic_host({"echo": "s"}),
+            "bad": synthetic_host({"other": "s"}, engine_options={"crash_on_start": True}),
+        }
     )
     with running(config) as coord:
         wait_for(lambda: replica(coord, "bad.0")["state"] == "failed", what="bad host failed")
@@ -169,7 +190,10 @@ def test_host_crashing_at_every_start_ends_failed_after_bounded_restarts() -> No
         client = coord.sync_client()
         with pytest.raises(NoHostAvailableError):
             client.transcribe(tone_pcm16(160, 0).tobytes(), sample_rate=16000, model="other")
-        assert client.transcribe(tone_pcm16(160, 0).tobytes(), sample_rate=16000, model="echo").host == "good"
+        assert (
+            client.transcribe(tone_pcm16(160, 0).tobytes(), sample_rate=16000, model="echo").host
+            == "good"
+        )
         client.close()
 
 
@@ -230,26 +254,40 @@ def test_bad_input_gets_typed_errors_and_the_system_keeps_serving() -> None:
         with pytest.raises(BadAudioError):
             client.transcribe(b"", sample_rate=16000, model="echo")
         with pytest.raises(BadAudioError):
-            client.transcribe(np.array([0.1, np.nan, 0.2], dtype=np.float32), sample_rate=16000, model="echo")
+            client.transcribe(
+                np.array([0.1, np.nan, 0.2], dtype=np.float32), sample_rate=16000, model="echo"
+            )
         with pytest.raises(BadAudioError):
             client.transcribe(good.tobytes(), sample_rate=1234567, model="echo")
         with pytest.raises(BadRequestError):
             client.transcribe(good.tobytes(), sample_rate=16000, model="echo", speaker="bob")
         with pytest.raises(BadRequestError):  # oversized: refused before it is sent
-            client.transcribe(np.zeros(2_000_000, dtype=np.int16).tobytes(), sample_rate=16000, model="echo")
+            client.transcribe(
+                np.zeros(2_000_000, dtype=np.int16).tobytes(), sample_rate=16000, model="echo"
+            )
 
         # The same faults sent raw, past the client's own checks, reach the host's checks.
         raw = coord.sync_client()
         for header, payload, expected in [
-            ({"model": "echo", "sample_rate": 16000, "format": "pcm16"}, b"\x01\x02\x03", "bad_audio"),
+            (
+                {"model": "echo", "sample_rate": 16000, "format": "pcm16"},
+                b"\x01\x02\x03",
+                "bad_audio",
+            ),
             ({"model": "echo", "sample_rate": 7, "format": "pcm16"}, good.tobytes(), "bad_audio"),
-            ({"model": "echo", "sample_rate": 16000, "format": "f32"}, np.array([np.nan], "<f4").tobytes(), "bad_audio"),
+            (
+                {"model": "echo", "sample_rate": 16000, "format": "f32"},
+                np.array([np.nan], "<f4").tobytes(),
+                "bad_audio",
+            ),
             ({"model": "echo", "sample_rate": 16000, "format": "mp3"}, good.tobytes(), "bad_audio"),
         ]:
             rid = raw._core.new_id()
             raw._send(Message(Kind.TRANSCRIBE, {"id": rid, **header}, [payload]))
             reply = raw._wait(rid, 5)
-            assert reply.kind is Kind.ERROR and reply.header["error"]["code"] == expected, reply.header
+            assert reply.kind is Kind.ERROR and reply.header["error"]["code"] == expected, (
+                reply.header
+            )
         raw.close()
 
         # Frames with a bad signature, garbage, an unknown kind, an oversized message: dropped, counted.
@@ -264,7 +302,9 @@ def test_bad_input_gets_typed_errors_and_the_system_keeps_serving() -> None:
         sock.send_multipart([b"orc/1", digest, *signed_unknown_kind])
         sock.send_multipart([b"orc/2", digest, *signed_unknown_kind])
         real = Codec(coord.client_key, max_message_bytes=10**9)
-        sock.send_multipart(real.encode(Message(Kind.TRANSCRIBE, {"id": "big"}, [b"\0" * 1_200_000])))
+        sock.send_multipart(
+            real.encode(Message(Kind.TRANSCRIBE, {"id": "big"}, [b"\0" * 1_200_000]))
+        )
         replayed = real.encode(Message(Kind.HEALTH, {"id": "r"}))
         sock.send_multipart(replayed)
         sock.send_multipart(replayed)
@@ -274,10 +314,21 @@ def test_bad_input_gets_typed_errors_and_the_system_keeps_serving() -> None:
         sock.close(linger=0)
 
         dropped = wait_for(
-            lambda: (d := coord.health()["coordinator"]["dropped"]["clients"]) and sum(d.values()) >= 7 and d,
+            lambda: (
+                (d := coord.health()["coordinator"]["dropped"]["clients"])
+                and sum(d.values()) >= 7
+                and d
+            ),
             what="drops counted",
         )
-        assert dropped == {"signature": 2, "malformed": 1, "kind": 1, "version": 1, "oversize": 1, "replay": 1}
+        assert dropped == {
+            "signature": 2,
+            "malformed": 1,
+            "kind": 1,
+            "version": 1,
+            "oversize": 1,
+            "replay": 1,
+        }
 
         result = client.transcribe(good.tobytes(), sample_rate=16000, model="echo")
         assert_fingerprint(result.text, good)
@@ -295,13 +346,17 @@ def test_resampled_audio_reaches_the_engine_at_16k() -> None:
 
 
 def test_full_queue_answers_overloaded_at_once() -> None:
-    config = make_config({"syn": synthetic_host(max_inflight=1, engine_options={"delay_s": 0.5})}, max_queue=2)
+    config = make_config(
+        {"syn": synthetic_host(max_inflight=1, engine_options={"delay_s": 0.5})}, max_queue=2
+    )
     with running(config) as coord:
 
         async def main() -> list[object]:
             client = coord.client()
             calls = [
-                client.transcribe(tone_pcm16(160, i).tobytes(), sample_rate=16000, model="echo", timeout=10)
+                client.transcribe(
+                    tone_pcm16(160, i).tobytes(), sample_rate=16000, model="echo", timeout=10
+                )
                 for i in range(6)
             ]
             out = await asyncio.gather(*calls, return_exceptions=True)
@@ -351,7 +406,9 @@ def test_health_snapshot_reports_every_replica() -> None:
 def test_on_demand_model_loads_at_first_use_and_a_broken_one_falls_back() -> None:
     config = make_config(
         {
-            "first": synthetic_host({"echo": "s"}, on_demand_models={"lazy": "s", "flaky": "missing:nowhere"}),
+            "first": synthetic_host(
+                {"echo": "s"}, on_demand_models={"lazy": "s", "flaky": "missing:nowhere"}
+            ),
             "second": synthetic_host({"flaky": "s"}),
         },
         models={"flaky": {"hosts": ["first", "second"]}},
@@ -361,12 +418,16 @@ def test_on_demand_model_loads_at_first_use_and_a_broken_one_falls_back() -> Non
         assert set(first["models"]) == {"echo"}  # ready without loading the on-demand ones
         client = coord.sync_client()
         pcm = tone_pcm16(320, 4)
-        assert_fingerprint(client.transcribe(pcm.tobytes(), sample_rate=16000, model="lazy").text, pcm)
+        assert_fingerprint(
+            client.transcribe(pcm.tobytes(), sample_rate=16000, model="lazy").text, pcm
+        )
         wait_for(lambda: "lazy" in replica(coord, "first.0")["models"], what="lazy model announced")
         # first.0 tries to load "flaky", fails with the typed cause, and the request falls back.
         result = client.transcribe(pcm.tobytes(), sample_rate=16000, model="flaky")
         assert result.host == "second" and result.attempts == 2
-        unavailable = wait_for(lambda: replica(coord, "first.0")["unavailable"], what="unavailable announced")
+        unavailable = wait_for(
+            lambda: replica(coord, "first.0")["unavailable"], what="unavailable announced"
+        )
         assert "no such synthetic model" in unavailable["flaky"]
         assert client.transcribe(pcm.tobytes(), sample_rate=16000, model="flaky").attempts == 1
         client.close()

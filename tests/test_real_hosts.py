@@ -27,7 +27,9 @@ READY_TIMEOUT_S = 240.0
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(host_pythons: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_checkpoint(
+    host_pythons: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     return build_checkpoint(project_root(), tmp_path_factory.mktemp("ckpt") / "tiny-qwen3-asr")
 
 
@@ -36,7 +38,11 @@ def real_config(checkpoint: Path, tmp: Path, **mlx_extra: Any) -> Any:
     common = {"ready_timeout_s": READY_TIMEOUT_S, "model_options": options}
     return config_from_dict(
         {
-            "coordinator": {"runtime_dir": str(tmp), "request_timeout_s": 60.0, "stop_grace_s": 3.0},
+            "coordinator": {
+                "runtime_dir": str(tmp),
+                "request_timeout_s": 60.0,
+                "stop_grace_s": 3.0,
+            },
             "restart": FAST_RESTART,
             "hosts": {
                 "mlx_host": {
@@ -58,7 +64,9 @@ def real_config(checkpoint: Path, tmp: Path, **mlx_extra: Any) -> Any:
     )
 
 
-def test_both_stacks_serve_the_same_audio_side_by_side(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_both_stacks_serve_the_same_audio_side_by_side(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     pcm = (speech_like(2.0, 16_000) * 32767).astype(np.int16)
     with running(real_config(tiny_checkpoint, tmp_path)) as coord:
         client = coord.sync_client()
@@ -105,10 +113,17 @@ def test_offline_hub_id_not_in_cache_is_a_typed_model_unavailable_error_within_s
             client.transcribe(np.zeros(16000, np.int16).tobytes(), sample_rate=16000, model="ghost")
         assert time.monotonic() - started < 10
         assert "ghost" in str(info.value) or "Qwen3-ASR-0.6B-8bit" in str(info.value)
-        unavailable = wait_for(lambda: replica(coord, "mlx_host.0")["unavailable"], what="announced")
+        unavailable = wait_for(
+            lambda: replica(coord, "mlx_host.0")["unavailable"], what="announced"
+        )
         assert "ghost" in unavailable
         # The host stays up and keeps serving what it has.
-        assert client.transcribe(np.zeros(16000, np.int16).tobytes(), sample_rate=16000, model="qwen3-asr").text is not None
+        assert (
+            client.transcribe(
+                np.zeros(16000, np.int16).tobytes(), sample_rate=16000, model="qwen3-asr"
+            ).text
+            is not None
+        )
         assert replica(coord, "mlx_host.0")["restarts"] == 0
         client.close()
 
