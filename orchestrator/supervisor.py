@@ -36,6 +36,7 @@ import psutil
 from orchestrator import envs
 from orchestrator.config import Config, HostConfig, host_python
 from orchestrator.host import EXIT_ENGINE_FAILED
+from orchestrator.protocol import MAX_HEADER_BYTES
 
 log = logging.getLogger("orchestrator.supervisor")
 #: How often each host's RSS and CPU% are read (and the memory ceiling checked).
@@ -274,7 +275,9 @@ class Supervisor:
                 "engine_threads": host.engine_threads,
                 "heartbeat_interval_s": self.settings.heartbeat_interval_s,
                 "orphan_timeout_s": self.settings.host_orphan_timeout_s,
-                "max_message_bytes": self.settings.max_message_bytes,
+                # The coordinator re-frames a request with a few more header bytes: a message
+                # the client was allowed to send must not become one the host drops.
+                "max_message_bytes": self.settings.max_message_bytes + MAX_HEADER_BYTES,
                 "segmenter": _segmenter_dict(self.config),
             }
         )
