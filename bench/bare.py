@@ -84,9 +84,7 @@ def run_echo(endpoint: str) -> None:
             sock.send_multipart(frames, copy=False)
 
 
-def broker_loop(
-    frontend: zmq.Socket[Any], backend: zmq.Socket[Any], should_stop: Any
-) -> None:
+def broker_loop(frontend: zmq.Socket[Any], backend: zmq.Socket[Any], should_stop: Any) -> None:
     """Forward client messages to the (first) worker and worker messages back to their client."""
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
@@ -132,7 +130,9 @@ def run_broker(frontend_endpoint: str, backend_endpoint: str) -> None:
 class ThreadBroker:
     """The bare broker on a thread of this process, its client side on inproc (embedded analogue)."""
 
-    def __init__(self, ctx: zmq.Context[Any], frontend_endpoint: str, backend_endpoint: str) -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], frontend_endpoint: str, backend_endpoint: str
+    ) -> None:
         self._stop = threading.Event()
         self._frontend = _socket(ctx, zmq.ROUTER)
         self._backend = _socket(ctx, zmq.ROUTER)

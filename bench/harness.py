@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,6 +32,9 @@ SYNTHETIC_ENGINE = "orchestrator.synthetic:SyntheticEngine"
 CHILD_READY_TIMEOUT_S = 60.0
 #: SIGTERM, then this long for a standalone coordinator to stop its hosts, then SIGKILL.
 CHILD_STOP_TIMEOUT_S = 15.0
+#: Parent of the benchmark's socket folders: ipc paths must stay under ~100 bytes, and macOS's
+#: per-user $TMPDIR is already longer than half of that.
+SOCKET_TMP = "/tmp"
 #: Sample rate and chunk of the routing and streaming figures: 20 ms of 16 kHz PCM16.
 SAMPLE_RATE = 16_000
 CHUNK_SAMPLES = 320
@@ -47,7 +51,12 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def synthetic_host(**overrides: Any) -> dict[str, Any]:
     """A host running the synthetic engine under this interpreter (no env, no model)."""
-    return {"python": "current", "engine": SYNTHETIC_ENGINE, "models": {"echo": "synthetic"}, **overrides}
+    return {
+        "python": "current",
+        "engine": SYNTHETIC_ENGINE,
+        "models": {"echo": "synthetic"},
+        **overrides,
+    }
 
 
 def raw_config(
@@ -57,7 +66,7 @@ def raw_config(
     **coordinator: Any,
 ) -> dict[str, Any]:
     """A config document with default timings and a private runtime folder."""
-    runtime = str(runtime_dir or tempfile.mkdtemp(prefix="orc-bench-", dir="/tmp"))
+    runtime = str(runtime_dir or tempfile.mkdtemp(prefix="orc-bench-", dir=SOCKET_TMP))
     raw: dict[str, Any] = {
         "coordinator": {"runtime_dir": runtime, **coordinator},
         "hosts": {name: dict(table) for name, table in hosts.items()},
@@ -130,15 +139,20 @@ class Child:
         cwd: Path | None = None,
         timeout_s: float = CHILD_READY_TIMEOUT_S,
     ) -> None:
+        # stderr to a file, not a pipe: a chatty child must never block on a full pipe.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by close()
         self.proc = subprocess.Popen(
             [sys.executable, *args],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             env=child_env(env),
             cwd=cwd or REPO_ROOT,
             text=True,
         )
         self.lines: list[str] = []
+        # A thread reads stdout: select() on a buffered text pipe misses lines already buffered.
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
         try:
             self.wait_for(ready_prefix, timeout_s)
         except BaseException:
@@ -149,23 +163,28 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
     def wait_for(self, prefix: str, timeout_s: float) -> str:
         """Read stdout until a line starting with ``prefix``; fail with stderr if the child dies."""
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if not sel.select(max(0.0, deadline - time.monotonic())):
-                    break
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                self.lines.append(line.rstrip("\n"))
-                if line.startswith(prefix):
-                    return line.rstrip("\n")
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line
         self.proc.kill()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
+        self.proc.wait()
+        err = self.stderr_text()
         raise RuntimeError(
             f"{' '.join(self.proc.args[1:4])}: no {prefix!r} line within {timeout_s:.0f}s "
             f"(exit {self.proc.poll()}): {err[-2000:]}"
@@ -179,9 +198,11 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        self._stderr.close()
+
+    def stderr_text(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()
 
     def __enter__(self) -> Child:
         return self
@@ -212,5 +233,49 @@ def bare_child(*args: str) -> Child:
     return Child(["-m", "bench.bare", *args])
 
 
-def ipc_endpoint(folder: Path, name: str) -> str:
+def socket_folder() -> tempfile.TemporaryDirectory[str]:
+    """A private temporary folder short enough for ipc socket paths."""
+    return tempfile.TemporaryDirectory(prefix="orc-bench-", dir=SOCKET_TMP)
+
+
+def ipc_endpoint(folder: str | Path, name: str) -> str:
     return f"ipc://{folder}/{name}.sock"
+
+
+def startup_split(coord: Coordinator) -> dict[str, dict[str, float]]:
+    """Per replica, from the coordinator's clock: spawn -> READY, split by the host's READY timings.
+
+    ``spawn_s`` is what is left after the host's own ``import_s`` (engine class import) and
+    ``load_s.*`` (model loads with warm-up): interpreter start, the runtime's imports (numpy,
+    pyzmq), reading the boot document, connecting, and the READY message's trip. ``ready_at`` is
+    on this process's monotonic clock (embedded coordinators only).
+    """
+
+    def read(broker: Any) -> dict[str, dict[str, float]]:
+        out = {}
+        for rep in broker.supervisor.replicas:
+            timings = rep.ready_info.get("timings", {})
+            total = rep.ready_at - rep.started_at
+            import_s = float(timings.get("import_s", 0.0))
+            load_s = sum(float(v) for k, v in timings.items() if k.startswith("load_s."))
+            out[rep.name] = {
+                "started_at": rep.started_at,
+                "ready_at": rep.ready_at,
+                "total_s": total,
+                "import_s": import_s,
+                "load_s": load_s,
+                "spawn_s": total - import_s - load_s,
+            }
+        return out
+
+    return dict(coord.call(read))
+
+
+def python_start_s(python: str | Path, code: str, tries: int = 2) -> float:
+    """Best wall time of ``python -c code``: the floor of starting a host's interpreter."""
+    best = float("inf")
+    for _ in range(tries):
+        t = time.perf_counter()
+        subprocess.run([str(python), "-c", code], check=True, env=child_env())
+        best = min(best, time.perf_counter() - t)
+    return best

@@ -70,7 +70,9 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
-        return None if self.target is None or self.skipped else self.target.met(self.value, self.ratio)
+        return (
+            None if self.target is None or self.skipped else self.target.met(self.value, self.ratio)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,7 +110,7 @@ def format_value(x: float | None, unit: str) -> str:
             return f"{x * 1e3:.2f} ms"
         return f"{x:.2f} s"
     if unit in ("req/s", "msg/s"):
-        return f"{x:,.0f} {unit}"
+        return f"{x:,.0f} {unit}" if abs(x) >= 100 else f"{x:.3g} {unit}"
     if unit == "%":
         return f"{x:.2f} %"
     if unit == "count":

@@ -46,6 +46,7 @@ model_options = {{ qwen3-asr = {{ max_tokens = {max_tokens}, language = "English
 env = "legacy_host"
 engine = "legacy_host.engine:QwenAsrEngine"
 ready_timeout_s = 300.0
+env_vars = {{ OMP_WAIT_POLICY = "PASSIVE" }}
 models = {{ qwen3-asr = "{checkpoint}" }}
 model_options = {{ qwen3-asr = {{ max_tokens = {max_tokens}, language = "English" }} }}
 

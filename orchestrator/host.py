@@ -57,6 +57,8 @@ EXIT_ENGINE_FAILED = 3  # the engine could not start at all: restarting will not
 EXIT_ORPHANED = 4
 #: How often the main loop wakes up at least (orphan checks, heartbeats).
 MAX_POLL_INTERVAL_S = 0.1
+#: Messages read per turn of the main loop before heartbeats and completions get their turn.
+MAX_MESSAGES_PER_TURN = 200
 _PR_SET_PDEATHSIG = 1
 
 
@@ -414,7 +416,9 @@ class HostRuntime:
         return self.exit_code
 
     def drain_socket(self) -> None:
-        while True:
+        # Bounded, so a flood of audio cannot starve heartbeats and finished decodes; the
+        # rest is read on the next turn of the loop.
+        for _ in range(MAX_MESSAGES_PER_TURN):
             try:
                 frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:

@@ -2,9 +2,9 @@
 
 A message is a list of ZeroMQ frames (after any ROUTER identity frames)::
 
-    [b"orc/1"] [signature] [kind] [header: JSON] [payload] [payload] ...
+    [b"orc/2"] [signature] [kind] [header: JSON] [payload] [payload] ...
 
-- ``orc/1`` carries the protocol version, so a peer from another release is refused before
+- ``orc/2`` carries the protocol version, so a peer from another release is refused before
   anything else is read.
 - ``signature`` is HMAC-SHA256 over every other frame, payloads included (Jupyter signs only its
   JSON; we sign the audio too). The key is random per run and reaches hosts on their stdin.
@@ -30,7 +30,8 @@ from typing import Any
 
 from orchestrator.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+#: 2: signatures cover each frame's length (frame boundaries), not just the bytes.
+PROTOCOL_VERSION = 2
 VERSION_FRAME = f"orc/{PROTOCOL_VERSION}".encode()
 #: Digests remembered to reject replays (Jupyter keeps the same number).
 REPLAY_HISTORY_SIZE = 65_536

@@ -25,7 +25,7 @@ from orchestrator.errors import (
     OverloadedError,
     UnknownModelError,
 )
-from orchestrator.protocol import Codec, Kind, Message, new_key
+from orchestrator.protocol import VERSION_FRAME, Codec, Kind, Message, new_key
 from orchestrator.supervisor import HostState
 from support import (
     assert_fingerprint,
@@ -296,11 +296,11 @@ def test_bad_input_gets_typed_errors_and_the_system_keeps_serving() -> None:
         forged = Codec(new_key()).encode(Message(Kind.HEALTH, {"id": "x"}))
         sock.send_multipart(forged)
         sock.send_multipart([b"garbage"])
-        sock.send_multipart([b"orc/1", b"sig", b"transcribe", b"{}"])
+        sock.send_multipart([VERSION_FRAME, b"sig", b"transcribe", b"{}"])
         signed_unknown_kind = [b"nope", b'{"id": "k"}']
         digest = Codec(coord.client_key).sign(signed_unknown_kind)
-        sock.send_multipart([b"orc/1", digest, *signed_unknown_kind])
-        sock.send_multipart([b"orc/2", digest, *signed_unknown_kind])
+        sock.send_multipart([VERSION_FRAME, digest, *signed_unknown_kind])
+        sock.send_multipart([b"orc/1", digest, *signed_unknown_kind])  # another release
         real = Codec(coord.client_key, max_message_bytes=10**9)
         sock.send_multipart(
             real.encode(Message(Kind.TRANSCRIBE, {"id": "big"}, [b"\0" * 1_200_000]))

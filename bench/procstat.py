@@ -1,0 +1,32 @@
+"""CPU time of processes, read with psutil: what a figure costs in CPU, not only in wall time.
+
+On a machine whose cores other processes share, wall-clock latency mixes our work with waiting
+for a core; CPU seconds per request or per stream do not, so the groups report both.
+"""
+
+from __future__ import annotations
+
+import psutil
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds the process has used so far (all its threads)."""
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+class CpuMeter:
+    """CPU seconds each named process spent inside ``with meter:`` blocks, summed over blocks."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.spent = dict.fromkeys(pids, 0.0)
+        self._start: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {name: cpu_seconds(p) for name, p in self._procs.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, proc in self._procs.items():
+            self.spent[name] += cpu_seconds(proc) - self._start[name]

@@ -1,0 +1,283 @@
+"""Routing: what a 20 ms PCM16 chunk (640 bytes) costs on the full path, beside bare pyzmq.
+
+Full path: client -> coordinator -> synthetic host (fingerprints the audio: no model) -> back,
+as a one-shot ``transcribe``. Measured embedded (client on inproc, coordinator on a thread of
+this process, host in a child) and standalone (this process is the client; ``python -m
+orchestrator serve`` in a child, its host in a grandchild; ipc both hops).
+
+Baselines, in the same process tree and with the same client style (sync against sync, asyncio
+against asyncio, identical measuring loops from ``bench.loops``):
+
+* bare broker, thread: a ROUTER/ROUTER forwarder on a thread of this process, inproc client,
+  echo worker in a child -- the shape of the embedded coordinator;
+* bare broker, process: the same forwarder in a child, its worker in another -- three processes
+  like the standalone coordinator;
+* bare echo: a DEALER straight to a ROUTER echo in a child -- the floor of any ipc round trip.
+
+Every target is measured ``rounds`` times in alternation and the samples pooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import zmq
+
+from bench import harness, loops
+from bench.bare import ThreadBroker
+from bench.bare_clients import BareAsyncClient, BareSyncClient
+from bench.procstat import CpuMeter
+from bench.profiles import Profile
+from bench.report import Figure, Target
+from bench.stats import percentile, summary
+from orchestrator.client import AsyncClient, Client
+
+GROUP = "routing"
+MODEL = "echo"
+P50_TARGET = Target("ratio", "<=", 1.3)
+THROUGHPUT_TARGET = Target("ratio", ">=", 0.7)
+#: The five ends a round trip is measured against (ours twice, the baselines three times).
+EMBEDDED, STANDALONE = "ours embedded", "ours standalone"
+BARE_THREAD, BARE_PROCESS, BARE_ECHO = (
+    "bare broker (thread)",
+    "bare broker (3 processes)",
+    "bare echo",
+)
+CLIENT, MIDDLE, FAR = "client", "coordinator", "host"
+
+
+def chunk_payload() -> bytes:
+    """20 ms of 16 kHz PCM16 noise: 320 samples, 640 bytes."""
+    rng = np.random.default_rng(20)
+    return rng.integers(-8000, 8000, harness.CHUNK_SAMPLES, dtype=np.int16).astype("<i2").tobytes()
+
+
+class _Ends:
+    """Every server end of the comparison, started once and measured in rounds."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        folder = stack.enter_context(harness.socket_folder())
+        raw = harness.raw_config({"syn": harness.synthetic_host()})
+        self.coord = stack.enter_context(harness.embedded(harness.config(raw)))
+        standalone, self.connection_file = stack.enter_context(
+            harness.standalone(harness.raw_config({"syn": harness.synthetic_host()}))
+        )
+        with Client(connection_file=self.connection_file) as client:
+            host_pid = int(client.health()["replicas"][0]["pid"])
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        stack.callback(self.ctx.destroy, linger=0)
+        thread_back = harness.ipc_endpoint(folder, "thread-back")
+        self.thread_front = "inproc://bare-broker"
+        broker = ThreadBroker(self.ctx, self.thread_front, thread_back)
+        stack.callback(broker.close)
+        stack.enter_context(harness.bare_child("worker", thread_back))
+        self.process_front = harness.ipc_endpoint(folder, "front")
+        back = harness.ipc_endpoint(folder, "back")
+        broker_child = stack.enter_context(harness.bare_child("broker", self.process_front, back))
+        worker_child = stack.enter_context(harness.bare_child("worker", back))
+        #: Processes whose CPU the pipelined runs are charged to: client, middle, far end.
+        self.cpu = {
+            STANDALONE: CpuMeter({CLIENT: os.getpid(), MIDDLE: standalone.pid, FAR: host_pid}),
+            BARE_PROCESS: CpuMeter(
+                {CLIENT: os.getpid(), MIDDLE: broker_child.pid, FAR: worker_child.pid}
+            ),
+        }
+        self.cpu_requests = dict.fromkeys(self.cpu, 0)
+        self.echo = harness.ipc_endpoint(folder, "echo")
+        stack.enter_context(harness.bare_child("echo", self.echo))
+
+    def sync_round_trips(
+        self, stack: contextlib.ExitStack, payload: bytes
+    ) -> dict[str, Callable[[], Any]]:
+        ours_embedded = self.coord.sync_client()
+        ours_standalone = stack.enter_context(Client(connection_file=self.connection_file))
+        bare = {
+            BARE_THREAD: BareSyncClient(self.ctx, self.thread_front),
+            BARE_PROCESS: BareSyncClient(self.ctx, self.process_front),
+            BARE_ECHO: BareSyncClient(self.ctx, self.echo),
+        }
+        for client in bare.values():
+            stack.callback(client.close)
+
+        def ours(client: Client) -> Callable[[], Any]:
+            return lambda: client.transcribe(payload, sample_rate=harness.SAMPLE_RATE, model=MODEL)
+
+        return {
+            EMBEDDED: ours(ours_embedded),
+            BARE_THREAD: lambda: bare[BARE_THREAD].round_trip(payload),
+            STANDALONE: ours(ours_standalone),
+            BARE_PROCESS: lambda: bare[BARE_PROCESS].round_trip(payload),
+            BARE_ECHO: lambda: bare[BARE_ECHO].round_trip(payload),
+        }
+
+    async def async_requests(
+        self, stack: contextlib.AsyncExitStack, payload: bytes
+    ) -> dict[str, Callable[[], Awaitable[Any]]]:
+        ours_embedded = self.coord.client()
+        ours_standalone = await stack.enter_async_context(
+            AsyncClient(connection_file=self.connection_file)
+        )
+        bare = {
+            BARE_THREAD: BareAsyncClient(self.ctx, self.thread_front),
+            BARE_PROCESS: BareAsyncClient(self.ctx, self.process_front),
+            BARE_ECHO: BareAsyncClient(self.ctx, self.echo),
+        }
+        for client in bare.values():
+            stack.push_async_callback(client.aclose)
+
+        def ours(client: AsyncClient) -> Callable[[], Awaitable[Any]]:
+            return lambda: client.transcribe(payload, sample_rate=harness.SAMPLE_RATE, model=MODEL)
+
+        return {
+            EMBEDDED: ours(ours_embedded),
+            BARE_THREAD: lambda: bare[BARE_THREAD].request(payload),
+            STANDALONE: ours(ours_standalone),
+            BARE_PROCESS: lambda: bare[BARE_PROCESS].request(payload),
+            BARE_ECHO: lambda: bare[BARE_ECHO].request(payload),
+        }
+
+
+def run(profile: Profile) -> list[Figure]:
+    payload = chunk_payload()
+    sync_lat: dict[str, list[float]] = defaultdict(list)
+    async_lat: dict[str, list[float]] = defaultdict(list)
+    rates: dict[str, list[float]] = defaultdict(list)
+    with contextlib.ExitStack() as stack:
+        ends = _Ends(stack)
+        for _ in range(profile.rounds):
+            with contextlib.ExitStack() as round_stack:
+                for name, fn in ends.sync_round_trips(round_stack, payload).items():
+                    sync_lat[name] += loops.sync_round_trips(
+                        fn, profile.round_trips, profile.warmup_round_trips
+                    )
+            asyncio.run(_async_round(ends, payload, profile, async_lat, rates))
+        return _figures(sync_lat, async_lat, rates, profile) + _cpu_figures(ends)
+
+
+async def _async_round(
+    ends: _Ends,
+    payload: bytes,
+    profile: Profile,
+    latencies: dict[str, list[float]],
+    rates: dict[str, list[float]],
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        for name, request in (await ends.async_requests(stack, payload)).items():
+            latencies[name] += await loops.async_round_trips(
+                request, profile.round_trips, profile.warmup_round_trips
+            )
+            meter = ends.cpu.get(name)
+            with meter or contextlib.nullcontext():
+                result = await loops.pipelined(
+                    request,
+                    profile.pipelined_requests,
+                    profile.pipeline_window,
+                    profile.warmup_round_trips,
+                )
+            if meter is not None:
+                ends.cpu_requests[name] += profile.pipelined_requests + profile.warmup_round_trips
+            rates[name].append(result.rate_per_s)
+
+
+def _figures(
+    sync_lat: dict[str, list[float]],
+    async_lat: dict[str, list[float]],
+    rates: dict[str, list[float]],
+    profile: Profile,
+) -> list[Figure]:
+    figures: list[Figure] = []
+    pairs = ((EMBEDDED, BARE_THREAD), (STANDALONE, BARE_PROCESS))
+    for style, lat in (("sync", sync_lat), ("async", async_lat)):
+        for ours, bare in pairs:
+            where = ours.split()[-1]
+            for q in (50, 99):
+                figures.append(
+                    Figure(
+                        GROUP,
+                        f"{style} round trip p{q}, {where}",
+                        "s",
+                        value=percentile(lat[ours], q),
+                        baseline=percentile(lat[bare], q),
+                        baseline_label=bare,
+                        target=P50_TARGET if q == 50 else None,
+                        details={"ours": summary(lat[ours]), "baseline": summary(lat[bare])},
+                    )
+                )
+        figures.append(
+            Figure(
+                GROUP,
+                f"{style} round trip p50, standalone vs bare echo",
+                "s",
+                value=percentile(lat[STANDALONE], 50),
+                baseline=percentile(lat[BARE_ECHO], 50),
+                baseline_label=BARE_ECHO,
+                details={"baseline": summary(lat[BARE_ECHO])},
+            )
+        )
+    for ours, bare in pairs:
+        where = ours.split()[-1]
+        figures.append(
+            Figure(
+                GROUP,
+                f"pipelined throughput ({profile.pipeline_window} in flight, asyncio), {where}",
+                "req/s",
+                value=float(np.median(rates[ours])),
+                baseline=float(np.median(rates[bare])),
+                baseline_label=bare,
+                target=THROUGHPUT_TARGET,
+                details={"ours_rounds": rates[ours], "baseline_rounds": rates[bare]},
+            )
+        )
+    figures.append(
+        Figure(
+            GROUP,
+            "pipelined throughput, bare echo (floor)",
+            "req/s",
+            value=float(np.median(rates[BARE_ECHO])),
+            baseline=float(np.median(rates[BARE_PROCESS])),
+            baseline_label=BARE_PROCESS,
+            details={"rounds": rates[BARE_ECHO]},
+        )
+    )
+    return figures
+
+
+def _cpu_figures(ends: _Ends) -> list[Figure]:
+    """CPU per request of each process on the standalone path against its bare counterpart."""
+    ours, bare = ends.cpu[STANDALONE], ends.cpu[BARE_PROCESS]
+    n_ours, n_bare = ends.cpu_requests[STANDALONE], ends.cpu_requests[BARE_PROCESS]
+    rows = (
+        (CLIENT, "client (AsyncClient)", "bare asyncio DEALER client"),
+        (MIDDLE, "coordinator process", "bare broker process"),
+        (FAR, "host process (synthetic engine)", "bare echo worker"),
+    )
+    figures = [
+        Figure(
+            GROUP,
+            f"CPU per request, pipelined standalone: {what}",
+            "s",
+            value=ours.spent[role] / n_ours,
+            baseline=bare.spent[role] / n_bare,
+            baseline_label=against,
+        )
+        for role, what, against in rows
+    ]
+    figures.append(
+        Figure(
+            GROUP,
+            "CPU per request, pipelined standalone: all three processes",
+            "s",
+            value=sum(ours.spent.values()) / n_ours,
+            baseline=sum(bare.spent.values()) / n_bare,
+            baseline_label="bare client + broker + worker",
+            note="psutil user+system time over the pipelined runs, divided by their requests; "
+            "the client process also holds the idle embedded coordinator and bare thread broker",
+        )
+    )
+    return figures
