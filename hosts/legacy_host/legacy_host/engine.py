@@ -244,10 +244,15 @@ def _load(
         dtype=chosen_dtype,
         device_map=chosen_device,
     )
-    generation_config = asr.model.generation_config
-    if generation_config.pad_token_id is None:
-        # transformers pads with <|im_end|> anyway, but logs a warning on every request saying so.
-        generation_config.pad_token_id = QWEN_PAD_TOKEN_ID
+    # transformers pads with <|im_end|> anyway, but logs a warning on every request saying so;
+    # qwen-asr generates through the thinker, which has a generation config of its own.
+    thinker = getattr(asr.model, "thinker", None)
+    for generation_config in (
+        asr.model.generation_config,
+        getattr(thinker, "generation_config", None),
+    ):
+        if generation_config is not None and generation_config.pad_token_id is None:
+            generation_config.pad_token_id = QWEN_PAD_TOKEN_ID
     return _LoadedModel(asr, defaults, chosen_device, str(chosen_dtype).removeprefix("torch."))
 
 
