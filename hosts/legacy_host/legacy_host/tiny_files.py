@@ -148,3 +148,15 @@ def write_byte_level_vocab(target: Path) -> None:
 def padded_vocab_size(used: int, multiple: int = 8) -> int:
     """Vocabulary rows rounded up, as real checkpoints round theirs."""
     return -(-used // multiple) * multiple
+
+
+def recipe(name: str, version: int, seed: int, sizes: object) -> dict:
+    """What a build is made from; a directory built from another recipe is rebuilt."""
+    import dataclasses
+
+    return {
+        "model": name,
+        "recipe_version": version,
+        "seed": seed,
+        "sizes": dataclasses.asdict(sizes),
+    }

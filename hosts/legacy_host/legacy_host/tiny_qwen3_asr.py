@@ -38,6 +38,7 @@ from legacy_host.tiny_files import (
     byte_level_tokenizer_json,
     padded_vocab_size,
     random_tensors,
+    recipe,
     save_tensors,
     write_byte_level_vocab,
     write_json,
@@ -279,13 +280,7 @@ def preprocessor_config(sizes: TinySizes) -> dict:
 
 
 def describe(seed: int) -> dict:
-    """What a build is made from; a directory built from another recipe is rebuilt."""
-    return {
-        "model": NAME,
-        "recipe_version": RECIPE_VERSION,
-        "seed": seed,
-        "sizes": dataclasses.asdict(SIZES),
-    }
+    return recipe(NAME, RECIPE_VERSION, seed, SIZES)
 
 
 def write(target: Path, seed: int) -> None:

@@ -30,6 +30,7 @@ from legacy_host.tiny_files import (
     added_tokens_decoder,
     byte_level_tokenizer_json,
     random_tensors,
+    recipe,
     save_tensors,
     write_byte_level_vocab,
     write_json,
@@ -165,12 +166,7 @@ def preprocessor_config(sizes: TinySizes) -> dict:
 
 
 def describe(seed: int) -> dict:
-    return {
-        "model": NAME,
-        "recipe_version": RECIPE_VERSION,
-        "seed": seed,
-        "sizes": dataclasses.asdict(SIZES),
-    }
+    return recipe(NAME, RECIPE_VERSION, seed, SIZES)
 
 
 def write(target: Path, seed: int) -> None:
