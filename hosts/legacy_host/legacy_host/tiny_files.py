@@ -8,6 +8,7 @@ present in both host envs), so a build never imports torch or MLX and takes well
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -160,3 +161,30 @@ def recipe(name: str, version: int, seed: int, sizes: object) -> dict:
         "seed": seed,
         "sizes": dataclasses.asdict(sizes),
     }
+
+
+def whisper_feature_extractor(n_mels: int, processor_class: str, **extra: object) -> dict:
+    """preprocessor_config.json of a Whisper-style log-mel front end (both recipes use one)."""
+    return {
+        "chunk_length": 30,
+        "feature_extractor_type": "WhisperFeatureExtractor",
+        "feature_size": n_mels,
+        "hop_length": 160,
+        "n_fft": 400,
+        "n_samples": 480000,
+        "nb_max_frames": 3000,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "processor_class": processor_class,
+        "sampling_rate": 16000,
+        **extra,
+    }
+
+
+def write_weights(path: Path, shapes: dict[str, tuple[int, ...]], seed: int, layout: str) -> None:
+    """Random weights of the given shapes, saved in the layout its loader expects."""
+    tensors = random_tensors(shapes, seed)
+    logging.getLogger(__name__).info(
+        "writing %d tensors (%d parameters)", len(tensors), sum(t.size for t in tensors.values())
+    )
+    save_tensors(path, tensors, layout=layout)

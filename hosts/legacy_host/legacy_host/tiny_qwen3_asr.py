@@ -37,11 +37,11 @@ from legacy_host.tiny_files import (
     added_tokens_decoder,
     byte_level_tokenizer_json,
     padded_vocab_size,
-    random_tensors,
     recipe,
-    save_tensors,
+    whisper_feature_extractor,
     write_byte_level_vocab,
     write_json,
+    write_weights,
 )
 
 logger = logging.getLogger(__name__)
@@ -262,21 +262,9 @@ def tokenizer_config() -> dict:
 
 def preprocessor_config(sizes: TinySizes) -> dict:
     """preprocessor_config.json: the real Whisper-style log-mel front end at 16 kHz."""
-    return {
-        "chunk_length": 30,
-        "dither": 0.0,
-        "feature_extractor_type": "WhisperFeatureExtractor",
-        "feature_size": sizes.num_mel_bins,
-        "hop_length": 160,
-        "n_fft": 400,
-        "n_samples": 480000,
-        "nb_max_frames": 3000,
-        "padding_side": "right",
-        "padding_value": 0.0,
-        "processor_class": "Qwen3ASRProcessor",
-        "return_attention_mask": True,
-        "sampling_rate": 16000,
-    }
+    return whisper_feature_extractor(
+        sizes.num_mel_bins, "Qwen3ASRProcessor", dither=0.0, return_attention_mask=True
+    )
 
 
 def describe(seed: int) -> dict:
@@ -285,11 +273,7 @@ def describe(seed: int) -> dict:
 
 def write(target: Path, seed: int) -> None:
     """Write every file of the checkpoint into ``target`` (an empty directory)."""
-    tensors = random_tensors(parameter_shapes(SIZES), seed)
-    logger.info(
-        "writing %d tensors (%d parameters)", len(tensors), sum(t.size for t in tensors.values())
-    )
-    save_tensors(target / "model.safetensors", tensors, layout="pt")
+    write_weights(target / "model.safetensors", parameter_shapes(SIZES), seed, layout="pt")
     write_json(target / "config.json", model_config(SIZES))
     logger.info("writing tokenizer (%d tokens)", SIZES.vocab_size)
     write_byte_level_vocab(target)

@@ -29,11 +29,11 @@ from legacy_host.tiny_files import (
     BYTE_VOCAB_SIZE,
     added_tokens_decoder,
     byte_level_tokenizer_json,
-    random_tensors,
     recipe,
-    save_tensors,
+    whisper_feature_extractor,
     write_byte_level_vocab,
     write_json,
+    write_weights,
 )
 
 logger = logging.getLogger(__name__)
@@ -149,20 +149,7 @@ def tokenizer_config() -> dict:
 
 
 def preprocessor_config(sizes: TinySizes) -> dict:
-    return {
-        "chunk_length": 30,
-        "feature_extractor_type": "WhisperFeatureExtractor",
-        "feature_size": sizes.n_mels,
-        "hop_length": 160,
-        "n_fft": 400,
-        "n_samples": 480000,
-        "nb_max_frames": 3000,
-        "padding_side": "right",
-        "padding_value": 0.0,
-        "processor_class": "WhisperProcessor",
-        "return_attention_mask": False,
-        "sampling_rate": 16000,
-    }
+    return whisper_feature_extractor(sizes.n_mels, "WhisperProcessor", return_attention_mask=False)
 
 
 def describe(seed: int) -> dict:
@@ -171,11 +158,7 @@ def describe(seed: int) -> dict:
 
 def write(target: Path, seed: int) -> None:
     """Write every file of the checkpoint into ``target`` (an empty directory)."""
-    tensors = random_tensors(parameter_shapes(SIZES), seed)
-    logger.info(
-        "writing %d tensors (%d parameters)", len(tensors), sum(t.size for t in tensors.values())
-    )
-    save_tensors(target / "weights.safetensors", tensors, layout="mlx")
+    write_weights(target / "weights.safetensors", parameter_shapes(SIZES), seed, layout="mlx")
     write_json(target / "config.json", model_config(SIZES))
     logger.info(
         "writing tokenizer (%d of %d tokens named)",
