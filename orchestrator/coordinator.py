@@ -135,8 +135,14 @@ class Coordinator:
         from orchestrator import envs
 
         for host in self.config.hosts.values():
-            if host.env:
+            if not host.env:
+                continue
+            try:
                 envs.check_env(host.env, Path(self.config.root))
+            except ConfigError as exc:  # not a host project at all: point at the config key
+                raise ConfigError(
+                    f"{self.config.source}: hosts.{host.name}.env: {exc} (fix: name one of those)"
+                ) from None
 
     def _run(self) -> None:
         assert self.broker is not None

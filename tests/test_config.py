@@ -1,0 +1,71 @@
+"""A bad config is refused at start, in one line naming the file, the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_config
+from orchestrator.coordinator import Coordinator
+from orchestrator.errors import ConfigError
+
+GOOD = """
+[hosts.syn]
+python = "current"
+engine = "orchestrator.synthetic:SyntheticEngine"
+models = { echo = "synthetic" }
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            GOOD + "\n[coordinator]\nheartbeat_intervl_s = 1\n",
+            "unknown key coordinator.heartbeat_intervl_s",
+        ),
+        (GOOD + '\n[coordinator]\nmax_queue = "many"\n', "coordinator.max_queue must be int"),
+        (GOOD + '\n[models.echo]\nhosts = ["ghost"]\n', "models.echo.hosts names 'ghost'"),
+        (GOOD + '\n[models.other]\nhosts = ["syn"]\n', "which does not serve 'other'"),
+        (GOOD.replace('python = "current"', ""), "needs exactly one of 'env'"),
+        (GOOD.replace('models = { echo = "synthetic" }', ""), "hosts.syn.models is empty"),
+        ("[hosts.syn\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_refused_in_one_line_with_the_key_and_fix(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+    assert "fix" in message or "must be" in message or "not valid TOML" in message
+
+
+def test_a_host_env_naming_no_host_project_is_refused_at_start(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('python = "current"', 'env = "no_such_host_env"'))
+    with pytest.raises(ConfigError) as info:
+        Coordinator(load_config(path)).start()
+    message = str(info.value)
+    assert message.startswith(f"{path}: hosts.syn.env: unknown host 'no_such_host_env'")
+    assert "legacy_host" in message and "mlx_host" in message and "fix" in message
+    # A real host project whose env is missing or stale raises EnvMissingError / EnvStaleError
+    # naming `nox -s hosts`: tests/test_envs.py builds and breaks throwaway envs to show it.
+
+
+def test_the_default_config_routes_qwen3_asr_mlx_first_then_legacy() -> None:
+    config = load_config(Path(__file__).resolve().parents[1] / "orchestrator.toml")
+    route = config.resolve_model("qwen3")
+    assert route is not None and route.hosts == ("mlx_host", "legacy_host")
+    assert config.hosts["mlx_host"].models["qwen3-asr"] == "mlx-community/Qwen3-ASR-0.6B-8bit"
+    assert config.hosts["legacy_host"].models["qwen3-asr"] == "Qwen/Qwen3-ASR-0.6B"
+    for alias in ("whisper", "parakeet", "voxtral-realtime", "glm-asr", "vibevoice-asr"):
+        assert config.resolve_model(alias) is not None
