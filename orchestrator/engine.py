@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.errors import BadRequestError, UnknownModelError
+from orchestrator.errors import BadRequestError, ModelUnavailableError, UnknownModelError
 
 #: Sample rate every engine receives; the host runtime resamples to it.
 ENGINE_SAMPLE_RATE = 16_000
@@ -150,6 +150,21 @@ class Engine(abc.ABC):
 
     def close(self) -> None:
         """Release models before the host exits. Default: nothing to do."""
+
+    def load_options(
+        self, spec: ModelSpec, load_only: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
+        """Engine options overlaid with the model's own; names that neither a request nor a load
+        takes make the model unavailable (a typo in a config must not load silently)."""
+        options = {**self.options, **spec.options}
+        known = self.supported_options | load_only
+        unknown = set(options) - known
+        if unknown:
+            raise ModelUnavailableError(
+                f"model {spec.name!r}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}",
+                model=spec.name,
+            )
+        return options
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Refuse options this engine does not honour, rather than silently ignoring them."""

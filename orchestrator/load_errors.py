@@ -7,6 +7,13 @@ nothing to import where huggingface-hub is absent (the synthetic engine).
 
 from __future__ import annotations
 
+import logging
+
+from orchestrator.engine import ModelSpec
+from orchestrator.errors import ModelUnavailableError
+
+logger = logging.getLogger(__name__)
+
 #: Library messages can be pages long; a cause longer than this is cut.
 MAX_CAUSE_CHARS = 300
 
@@ -44,3 +51,14 @@ def describe_load_error(exc: BaseException) -> str:
         if "Local path not found" in text:
             return "local path does not exist"
     return f"{type(exc).__name__}: {one_line(exc)}"
+
+
+def load_failure(spec: ModelSpec, exc: BaseException) -> ModelUnavailableError:
+    """The typed error for a model whose loader raised: one line for the caller, the traceback
+    for the debug log."""
+    logger.debug("loading %s from %s failed", spec.name, spec.ref, exc_info=exc)
+    return ModelUnavailableError(
+        f"model {spec.name!r} ({spec.ref}): {describe_load_error(exc)}",
+        model=spec.name,
+        ref=spec.ref,
+    )

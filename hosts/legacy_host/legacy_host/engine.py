@@ -39,7 +39,7 @@ import numpy as np
 from legacy_host.device import pick_device, pick_dtype
 from orchestrator.engine import ENGINE_SAMPLE_RATE, Engine, EngineResult, ModelSpec, require_model
 from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
-from orchestrator.load_errors import describe_load_error, one_line
+from orchestrator.load_errors import load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +126,7 @@ class QwenAsrEngine(Engine):
         self._models: dict[str, _LoadedModel] = {}
 
     def load(self, spec: ModelSpec) -> None:
-        options = {**self.options, **spec.options}
-        unknown = set(options) - REQUEST_OPTIONS - LOAD_OPTIONS
-        if unknown:
-            raise ModelUnavailableError(
-                f"model {spec.name!r}: unknown option(s) {sorted(unknown)}; "
-                f"known: {sorted(REQUEST_OPTIONS | LOAD_OPTIONS)}",
-                model=spec.name,
-            )
+        options = self.load_options(spec, LOAD_OPTIONS)
         defaults = {k: v for k, v in options.items() if k in REQUEST_OPTIONS}
         try:
             _check_values(defaults)
@@ -145,12 +138,7 @@ class QwenAsrEngine(Engine):
         try:
             loaded = _load(spec.ref, options.get("device"), options.get("dtype"), defaults)
         except Exception as exc:
-            logger.debug("loading %s from %s failed", spec.name, spec.ref, exc_info=True)
-            raise ModelUnavailableError(
-                f"model {spec.name!r} ({spec.ref}): {describe_load_error(exc)}",
-                model=spec.name,
-                ref=spec.ref,
-            ) from None
+            raise load_failure(spec, exc) from None
         self._models[spec.name] = loaded
         logger.info(
             "loaded %s (%s) on %s/%s in %.2f s",

@@ -45,7 +45,7 @@ from orchestrator.errors import (
     ModelUnavailableError,
     OrchestratorError,
 )
-from orchestrator.load_errors import describe_load_error, one_line
+from orchestrator.load_errors import load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +98,7 @@ class MlxAudioEngine(Engine):
     # -- loading -------------------------------------------------------------------------------
 
     def load(self, spec: ModelSpec) -> None:
-        options = {**self.options, **spec.options}
-        unknown = set(options) - KNOWN_OPTIONS - LOAD_OPTIONS
-        if unknown:
-            raise ModelUnavailableError(
-                f"model {spec.name!r}: unknown option(s) {sorted(unknown)}; "
-                f"known: {sorted(KNOWN_OPTIONS | LOAD_OPTIONS)}",
-                model=spec.name,
-            )
+        options = self.load_options(spec, LOAD_OPTIONS)
         strict = options.pop("strict_weights", True)
         if not isinstance(strict, bool):
             raise ModelUnavailableError(
@@ -116,12 +109,7 @@ class MlxAudioEngine(Engine):
         try:
             model = self._mlx.call(_load_model, spec.ref, strict=strict)
         except Exception as exc:
-            logger.debug("loading %s from %s failed", spec.name, spec.ref, exc_info=True)
-            raise ModelUnavailableError(
-                f"model {spec.name!r} ({spec.ref}): {describe_load_error(exc)}",
-                model=spec.name,
-                ref=spec.ref,
-            ) from None
+            raise load_failure(spec, exc) from None
         family = family_of(model)
         if self._device is None:
             self._device = self._mlx.call(_default_device)
