@@ -44,39 +44,59 @@ class Router:
             raise UnknownModelError(f"unknown model {model!r}; known: {known}", model=model)
         return route
 
+    def hosts_for(self, route: ModelRoute, only_host: str | None = None) -> tuple[str, ...]:
+        """The hosts to try, in fallback order; a pin (``--all-hosts`` comparisons) narrows them
+        to one host, with no fallback."""
+        if only_host is None:
+            return route.hosts
+        if only_host not in route.hosts:
+            raise NoHostAvailableError(
+                f"host {only_host!r} does not serve {route.name!r} (hosts: {list(route.hosts)})",
+                model=route.name,
+            )
+        return (only_host,)
+
+    def takers(self, host: str, model: str, exclude: Collection[str] = ()) -> list[Replica]:
+        """Replicas of ``host`` that take new work for ``model`` now, before any capacity check.
+
+        A replica being stopped takes no new work, even while it drains.
+        """
+        return [
+            r
+            for r in self._by_host[host]
+            if r.name not in exclude and r.stop_target is None
+            and r.state in SERVING and r.serves(model)
+        ]  # fmt: skip
+
+    def coming(self, host: str, exclude: Collection[str] = ()) -> bool:
+        """Whether a replica of ``host`` will serve again without anyone acting: worth waiting for."""
+        return any(
+            r.state in COMING
+            for r in self._by_host[host]
+            if r.name not in exclude and r.stop_target is None
+        )
+
     def choose(
         self, route: ModelRoute, exclude: Collection[str] = (), only_host: str | None = None
     ) -> Choice:
-        """A replica to dispatch to, or WAIT; raises when no replica can ever serve the model.
-
-        ``only_host`` pins the request to one host (``--all-hosts`` comparisons): no fallback.
-        """
+        """A replica to dispatch to, or WAIT; raises when no replica can ever serve the model."""
         could_serve = False
         unavailable: list[str] = []
-        hosts = route.hosts
-        if only_host is not None:
-            if only_host not in route.hosts:
-                raise NoHostAvailableError(
-                    f"host {only_host!r} does not serve {route.name!r} (hosts: {list(route.hosts)})",
-                    model=route.name,
-                )
-            hosts = (only_host,)
-        for host_name in hosts:
-            # A replica being stopped takes no new work, even while it drains.
-            candidates = [
-                r
-                for r in self._by_host[host_name]
-                if r.name not in exclude and r.stop_target is None
-            ]
-            ready = [r for r in candidates if r.state in SERVING and r.serves(route.name)]
+        for host_name in self.hosts_for(route, only_host):
+            ready = self.takers(host_name, route.name, exclude)
             free = [r for r in ready if r.inflight < r.host.max_inflight]
             if free:
                 return Choice(Verdict.DISPATCH, min(free, key=lambda r: (r.inflight, r.streams)))
-            if ready or any(r.state in COMING for r in candidates):
+            if ready or self.coming(host_name, exclude):
                 could_serve = True
-            for rep in candidates:
+            for rep in self._by_host[host_name]:
                 reason = rep.ready_info.get("unavailable", {}).get(route.name)
-                if reason and rep.state in SERVING:
+                if (
+                    reason
+                    and rep.state in SERVING
+                    and rep.name not in exclude
+                    and rep.stop_target is None
+                ):
                     unavailable.append(f"{rep.name}: {reason}")
         if could_serve:
             return Choice(Verdict.WAIT)

@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.audio import check_sample_rate
 from orchestrator.config import ModelRoute
 from orchestrator.errors import (
+    BadAudioError,
     BadRequestError,
     HostCrashedError,
     NoHostAvailableError,
@@ -31,7 +33,7 @@ from orchestrator.errors import (
     StreamSequenceError,
 )
 from orchestrator.protocol import Kind, Message
-from orchestrator.supervisor import COMING, SERVING, Replica
+from orchestrator.supervisor import Replica
 
 if TYPE_CHECKING:
     from orchestrator.broker import Broker
@@ -53,8 +55,8 @@ class Stream:
     fmt: str
     options: dict[str, Any]
     opened: float
-    #: Pinned to one host (no failover elsewhere), for side-by-side comparisons.
-    only_host: str | None = None
+    #: The hosts it may run on, in fallback order (one, with no fallback, when pinned).
+    hosts: tuple[str, ...] = ()
     replica: Replica | None = None
     next_seq: int = 0
     host_seq: int = 0
@@ -115,10 +117,7 @@ class StreamTable:
         rate = header.get("sample_rate")
         if fmt not in BYTES_PER_SAMPLE:
             raise BadRequestError(f"unknown sample format {fmt!r}; use pcm16 or f32")
-        if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 192_000:
-            from orchestrator.errors import BadAudioError
-
-            raise BadAudioError(f"sample rate {rate!r} Hz is not an integer in 8000..192000")
+        rate = check_sample_rate(rate)
         options = header.get("options") or {}
         if not isinstance(options, dict):
             raise BadRequestError("options must be an object")
@@ -133,7 +132,7 @@ class StreamTable:
             options=options,
             opened=now,
             last_activity=now,
-            only_host=self._pinned_host(route, header.get("host")),
+            hosts=self.broker.router.hosts_for(route, header.get("host")),
         )
         self.streams[stream.sid] = stream
         self.by_client[(client, cid)] = stream
@@ -156,8 +155,6 @@ class StreamTable:
         if stream.closing:
             raise StreamClosedError(f"stream {stream.cid!r} is closing")
         if len(msg.payloads) != 1 or len(msg.payloads[0]) % stream.width:
-            from orchestrator.errors import BadAudioError
-
             raise BadAudioError(
                 f"stream {stream.cid!r}: chunk must be one payload of whole {stream.fmt} samples"
             )
@@ -195,30 +192,21 @@ class StreamTable:
 
     # ------------------------------------------------------------------ binding to replicas
     def _candidates(self, stream: Stream, exclude: set[str]) -> tuple[Replica | None, bool]:
-        """The least-loaded serving replica in fallback order, and whether waiting could help."""
+        """The least-loaded replica with room for a stream, in fallback order, and whether
+        waiting could help."""
+        router = self.broker.router
         coming = False
-        hosts = (stream.only_host,) if stream.only_host else stream.route.hosts
-        for host in hosts:
-            reps = [r for r in self.broker.router.replicas_of(host) if r.name not in exclude]
+        for host in stream.hosts:
             ready = [
-                r for r in reps
-                if r.state in SERVING and r.serves(stream.route.name) and r.streams < r.host.max_streams
-            ]  # fmt: skip
+                r
+                for r in router.takers(host, stream.route.name, exclude)
+                if r.streams < r.host.max_streams
+            ]
             if ready:
                 return min(ready, key=lambda r: (r.streams, r.inflight)), True
             # The replica the stream just lost counts too: it restarts, and the stream can wait.
-            coming = coming or any(r.state in COMING for r in self.broker.router.replicas_of(host))
+            coming = coming or router.coming(host)
         return None, coming
-
-    @staticmethod
-    def _pinned_host(route: ModelRoute, host: Any) -> str | None:
-        if host is None:
-            return None
-        if host not in route.hosts:
-            raise NoHostAvailableError(
-                f"host {host!r} does not serve {route.name!r} (hosts: {list(route.hosts)})"
-            )
-        return str(host)
 
     def _attach(self, stream: Stream, exclude: set[str], first: bool = False) -> None:
         rep, coming = self._candidates(stream, exclude)
@@ -275,10 +263,10 @@ class StreamTable:
 
     def _refusal(self, stream: Stream, exclude: set[str]) -> OrchestratorError:
         """Why no replica took the stream: every serving one is full (come back later), or none serves."""
+        router = self.broker.router
         serving = [
-            r for host in stream.route.hosts for r in self.broker.router.replicas_of(host)
-            if r.name not in exclude and r.state in SERVING and r.serves(stream.route.name)
-        ]  # fmt: skip
+            r for host in stream.hosts for r in router.takers(host, stream.route.name, exclude)
+        ]
         if serving:  # all of them at their host's max_streams, or _candidates would have taken one
             return OverloadedError(
                 f"every replica serving {stream.route.name!r} has its max_streams open"
