@@ -31,11 +31,13 @@ from orchestrator.errors import (
     BadRequestError,
     DeadlineExceededError,
     HostCrashedError,
+    InternalError,
     OrchestratorError,
     OverloadedError,
     ProtocolError,
     error_from_wire,
 )
+from orchestrator.health import snapshot
 from orchestrator.protocol import Codec, DropCounter, Kind, Message, error_message
 from orchestrator.router import Router, Verdict
 from orchestrator.streams import BYTES_PER_SAMPLE, StreamTable
@@ -292,8 +294,6 @@ class Broker:
             except Exception:
                 log.exception("handler failed on %s", msg.kind)
                 if sock is self.clients:
-                    from orchestrator.errors import InternalError
-
                     self.reply_error(identity, msg.header.get("id"), InternalError("broker error"))
 
     def _heartbeat_hosts(self) -> None:
@@ -315,8 +315,6 @@ class Broker:
         elif kind is Kind.STREAM_CLOSE:
             self.streams.on_client_close(client, msg)
         elif kind is Kind.HEALTH:
-            from orchestrator.health import snapshot
-
             self.send_client(
                 client,
                 Message(Kind.HEALTH_REPLY, {"id": msg.header.get("id"), "health": snapshot(self)}),
@@ -393,8 +391,11 @@ class Broker:
                 max_audio_s=limit,
             )
 
-    def _place(self, req: Request) -> None:
-        """Dispatch now, queue (bounded), or answer with the typed reason."""
+    def _place(self, req: Request, *, retry: bool = False) -> None:
+        """Dispatch now, queue, or answer with the typed reason (the last host's, if one failed).
+
+        The queue bound refuses new work; a retry is work already admitted, so it may wait.
+        """
         try:
             choice = self.router.choose(
                 req.route, exclude=req.tried, only_host=req.header.get("host")
@@ -405,7 +406,7 @@ class Broker:
         if choice.verdict is Verdict.DISPATCH:
             assert choice.replica is not None
             self._dispatch(req, choice.replica)
-        elif len(self.pending) >= self.settings.max_queue:
+        elif len(self.pending) >= self.settings.max_queue and not retry:
             self._answer_error(
                 req,
                 OverloadedError(
@@ -585,24 +586,8 @@ class Broker:
             if len(req.tried) < MAX_ATTEMPTS and not self.supervisor.closing:
                 self.stats.retries += 1
                 req.replica = None
-                self._place_retry(req, rep, reason)
+                req.last_error = HostCrashedError(f"host {rep.name} died ({reason}); no other host")
+                self._place(req, retry=True)
             else:
                 self._answer_error(req, HostCrashedError(f"host {rep.name} died: {reason}"))
         self.streams.on_replica_lost(rep, reason)
-
-    def _place_retry(self, req: Request, dead: Replica, reason: str) -> None:
-        try:
-            choice = self.router.choose(
-                req.route, exclude=req.tried, only_host=req.header.get("host")
-            )
-        except OrchestratorError:
-            choice = None
-        if choice is None:
-            self._answer_error(
-                req, HostCrashedError(f"host {dead.name} died ({reason}); no other host")
-            )
-        elif choice.verdict is Verdict.DISPATCH:
-            assert choice.replica is not None
-            self._dispatch(req, choice.replica)
-        else:
-            self.pending.append(req)

@@ -32,6 +32,7 @@ import zmq.asyncio
 from orchestrator import audio as audio_mod
 from orchestrator.engine import KNOWN_OPTIONS, Segment
 from orchestrator.errors import (
+    BadAudioError,
     BadRequestError,
     DeadlineExceededError,
     OrchestratorError,
@@ -164,8 +165,6 @@ class _Core:
             return audio_mod.check_float_samples(np.asarray(chunk, dtype="<f4")).tobytes()
         width = 2 if fmt == "pcm16" else 4
         if len(chunk) % width:
-            from orchestrator.errors import BadAudioError
-
             raise BadAudioError(f"chunk of {len(chunk)} bytes is not whole {fmt} samples")
         return bytes(chunk)
 

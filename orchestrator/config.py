@@ -353,3 +353,13 @@ def host_python(host: HostConfig, root: str | Path) -> Path:
     from orchestrator import envs  # deferred: envs is only needed for real env-backed hosts
 
     return envs.host_python(host.env, root=Path(root))
+
+
+def host_environment(host: HostConfig, root: str | Path) -> dict[str, str]:
+    """The environment every process run inside a host's env gets: ours, the env defaults
+    (numba's cache folder), then the host's own ``env_vars``."""
+    import os
+
+    from orchestrator import envs  # deferred, as in host_python
+
+    return {**os.environ, **envs.host_env_vars(Path(root)), **host.env_vars}

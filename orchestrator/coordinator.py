@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import shutil
 import threading
 import time
@@ -211,7 +212,7 @@ class Coordinator:
         return {
             "endpoint": self.public_endpoint,
             "key": self.client_key.hex(),
-            "pid": _pid(),
+            "pid": os.getpid(),
             "max_message_bytes": self.settings.max_message_bytes,
         }
 
@@ -254,9 +255,3 @@ class Coordinator:
 
         broker.call(run)
         return done.result(timeout_s)
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

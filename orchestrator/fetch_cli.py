@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 from pathlib import Path
 
 from orchestrator import logs
-from orchestrator.config import HostConfig, host_python, load_config
+from orchestrator.config import HostConfig, host_environment, host_python, load_config
 
 log = logging.getLogger(logs.CLI_LOGGER)
 
@@ -79,7 +78,7 @@ def fetch_one(host: HostConfig, model: str, ref: str, root: str) -> bool:
     print(
         f"{host.name}: {model}: fetching {ref} with {host.name}'s huggingface-hub ...", flush=True
     )
-    env = {**os.environ, **host.env_vars}
+    env = host_environment(host, root)
     done = subprocess.run(
         [str(python), "-c", _FETCH_SCRIPT, ref],
         env=env,

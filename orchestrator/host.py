@@ -47,6 +47,7 @@ from orchestrator.errors import (
     OrchestratorError,
     UnknownModelError,
 )
+from orchestrator.host_streams import HostStreams
 from orchestrator.protocol import Codec, DropCounter, Kind, Message, error_message
 
 log = logging.getLogger("orchestrator.host")
@@ -135,7 +136,7 @@ class HostRuntime:
         self.exit_code = EXIT_OK
         self.last_heard = time.monotonic()
         self.parent_gone = threading.Event()
-        self.streams: Any = None  # HostStreams, created once the engine is loaded
+        self.streams: HostStreams | None = None  # created once the engine is loaded
 
     # ----------------------------------------------------------------- plumbing
     def send(self, msg: Message) -> None:
@@ -240,8 +241,6 @@ class HostRuntime:
                 self.exit_code = EXIT_ENGINE_FAILED
                 self.stopping = True
                 return
-            from orchestrator.host_streams import HostStreams  # needs the engine
-
             self.streams = HostStreams(self)
             self.state = "ready"
             self.send(self.ready_message())

@@ -17,6 +17,7 @@ The whole life of a replica is in :meth:`Supervisor._transition`::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import json
 import logging
@@ -28,13 +29,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import psutil
 
-from orchestrator import envs
-from orchestrator.config import Config, HostConfig, host_python
+from orchestrator.config import Config, HostConfig, host_environment, host_python
 from orchestrator.host import EXIT_ENGINE_FAILED
 from orchestrator.protocol import MAX_HEADER_BYTES
 
@@ -227,7 +226,7 @@ class Supervisor:
             "--parent-pid", str(os.getpid()),
             "--log-level", "INFO",
         ]  # fmt: skip
-        env = {**os.environ, **envs.host_env_vars(Path(self.config.root)), **host.env_vars}
+        env = host_environment(host, self.config.root)
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Never through `uv run`: it swallows signals and leaves orphans (uv #6724, #12108).
         rep.proc = subprocess.Popen(
@@ -278,7 +277,7 @@ class Supervisor:
                 # The coordinator re-frames a request with a few more header bytes: a message
                 # the client was allowed to send must not become one the host drops.
                 "max_message_bytes": self.settings.max_message_bytes + MAX_HEADER_BYTES,
-                "segmenter": _segmenter_dict(self.config),
+                "segmenter": dataclasses.asdict(self.config.segmenter),
             }
         )
 
@@ -479,12 +478,6 @@ def _process(pid: int) -> psutil.Process | None:
         return proc
     except psutil.Error:
         return None
-
-
-def _segmenter_dict(config: Config) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(config.segmenter)
 
 
 _LEVELS = {

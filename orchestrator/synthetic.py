@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.engine import Engine, EngineResult, ModelSpec, Segment, require_model
+from orchestrator.errors import ModelUnavailableError
 
 CRASH_EXIT_CODE = 70
 
@@ -69,8 +70,6 @@ class SyntheticEngine(Engine):
         if self.options.get("crash_on_start"):
             os._exit(CRASH_EXIT_CODE)
         if spec.ref.startswith("missing:"):
-            from orchestrator.errors import ModelUnavailableError
-
             raise ModelUnavailableError(
                 f"model {spec.name!r} ({spec.ref}): no such synthetic model", model=spec.name
             )
