@@ -1,4 +1,4 @@
-"""Developer commands. The logic lives in ``orchestrator.env_build``; this file only wires it to nox.
+"""Developer commands. The logic lives in ``orchestrator.envs.build``; this file only wires it to nox.
 
 nox -s hosts                    build every host env (no-op when current), print the isolation
 nox -s hosts -- mlx_host        build one; add --force to rebuild, --probe to re-import now
@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent
 # interpreter can import them straight from the checkout: a machine needs only nox and uv.
 sys.path.insert(0, str(ROOT))
 
-from orchestrator import env_build, envs  # noqa: E402
+from orchestrator.envs import build as env_build  # noqa: E402
+from orchestrator.envs import checks as envs  # noqa: E402
 from orchestrator.errors import ConfigError, EnvError  # noqa: E402
 
 nox.options.sessions = ["lint", "tests"]
@@ -66,7 +67,7 @@ def demo(session: nox.Session) -> None:
     """The main job, offline: build the envs, then transcribe one file through both stacks."""
     session.install("-e", ".")
     _build_hosts(session, [])
-    session.run("python", "-m", "orchestrator.demo")
+    session.run("python", "-m", "orchestrator.cli.demo")
 
 
 @nox.session(venv_backend="none")

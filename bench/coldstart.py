@@ -22,7 +22,7 @@ from bench.profiles import Profile
 from bench.report import Figure
 
 GROUP = "cold start"
-RUNTIME_IMPORTS = "import numpy, zmq, orchestrator.host, orchestrator.synthetic"
+RUNTIME_IMPORTS = "import numpy, zmq, orchestrator.host, orchestrator.host.synthetic"
 
 
 def run(profile: Profile) -> list[Figure]:

@@ -23,11 +23,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import Config, config_from_dict
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.config import Config, config_from_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SYNTHETIC_ENGINE = "orchestrator.synthetic:SyntheticEngine"
+SYNTHETIC_ENGINE = "orchestrator.host.synthetic:SyntheticEngine"
 #: A child that has not said it is ready by then is broken, not slow.
 CHILD_READY_TIMEOUT_S = 60.0
 #: SIGTERM, then this long for a standalone coordinator to stop its hosts, then SIGKILL.

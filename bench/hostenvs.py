@@ -3,7 +3,7 @@
 * No-op: ``nox -s hosts`` on this checkout with every env current (else the row is skipped: a
   build is not a no-op). Baseline: ``nox --list``, i.e. nox starting and importing the noxfile,
   the floor of any session.
-* Rebuild (``--full`` only): ``orchestrator.env_build.build_host(HOST, root, force=True)`` into a
+* Rebuild (``--full`` only): ``orchestrator.envs.build.build_host(HOST, root, force=True)`` into a
   temporary copy of the project (root pyproject, ``orchestrator/``, ``hosts/HOST/``), so the real
   ``envs/`` other people are using is never touched; uv's cache is the machine's, already warm
   from building the real env. Baseline: raw uv doing the same sync (``uv venv`` + ``uv pip sync``
@@ -23,7 +23,8 @@ from pathlib import Path
 from bench import harness
 from bench.profiles import Profile
 from bench.report import Figure, Target, skipped
-from orchestrator import env_build, envs
+from orchestrator.envs import build as env_build
+from orchestrator.envs import checks as envs
 from orchestrator.errors import ConfigError, EnvError
 
 GROUP = "envs"

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator import audio
-from orchestrator.engine import ModelSpec, load_engine_class
+from orchestrator.audio.pcm import pcm16_to_float
+from orchestrator.host.engine import ModelSpec, load_engine_class
 
 
 def _say(doc: dict[str, object]) -> None:
@@ -37,7 +37,7 @@ def _say(doc: dict[str, object]) -> None:
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     pcm = np.load(spec["audio_npy"])
-    samples = audio.pcm16_to_float(pcm.astype("<i2").tobytes())
+    samples = pcm16_to_float(pcm.astype("<i2").tobytes())
     model, options = spec["model"], spec["options"]
     t0 = time.perf_counter()
     engine = load_engine_class(spec["engine"])(spec.get("engine_options") or {})

@@ -12,7 +12,7 @@ For each real host (``mlx_host``, ``legacy_host``) whose env is built and whose 
    in-process loop, for throughput.
 
 The tiny random-weight checkpoint is built with the shipped builder
-(``envs/legacy_host/bin/python -m legacy_host.tiny_checkpoint DIR``); the model never emits an
+(``envs/legacy_host/bin/python -m tiny_checkpoints DIR``); the model never emits an
 end-of-sequence token, so every transcript is capped at ``TOKEN_CAP`` tokens on both sides.
 Anything missing (env not built or stale, engine not written yet, builder absent) turns the
 rows into "skipped" with the reason.
@@ -35,8 +35,8 @@ from bench import harness, loops
 from bench.profiles import Profile
 from bench.report import Figure, Target, skipped
 from bench.stats import percentile, summary
-from orchestrator import envs
 from orchestrator.coordinator import Coordinator
+from orchestrator.envs import checks as envs
 from orchestrator.errors import ConfigError, EnvError
 
 ISOLATION, COLD = "isolation", "cold start"
@@ -124,16 +124,17 @@ def _unavailable(host: str) -> str:
 
 
 def _build_checkpoint(folder: Path) -> tuple[Path | None, str]:
-    builder = harness.REPO_ROOT / "hosts" / "legacy_host" / "legacy_host" / "tiny_checkpoint.py"
+    builder = harness.REPO_ROOT / "tiny_checkpoints" / "__main__.py"
     if not builder.is_file():
-        return None, "checkpoint builder legacy_host.tiny_checkpoint is missing"
+        return None, "checkpoint builder tiny_checkpoints is missing"
     try:
         python = envs.check_env("legacy_host", harness.REPO_ROOT)
     except (EnvError, ConfigError) as exc:
         return None, f"the checkpoint builder runs in envs/legacy_host: {exc}"
     out = folder / "qwen3-asr-tiny"
     done = subprocess.run(
-        [str(python), "-m", "legacy_host.tiny_checkpoint", str(out)],
+        [str(python), "-m", "tiny_checkpoints", str(out)],
+        cwd=harness.REPO_ROOT,  # the builder package sits at the checkout's top level
         capture_output=True,
         text=True,
         timeout=CHECKPOINT_TIMEOUT_S,

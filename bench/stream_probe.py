@@ -2,7 +2,7 @@
 
 Loaded in a synthetic host as its engine (``engine = "bench.stream_probe:ProbeEngine"``), which
 is the only way into the host process a benchmark has without changing the runtime. Importing
-this module wraps two methods of :class:`orchestrator.host_streams.HostStreams`, in that host
+this module wraps two methods of :class:`orchestrator.host.streams.HostStreams`, in that host
 process only:
 
 * ``audio``: before the runtime's own handling, record (send time, now) for the chunk. The
@@ -26,8 +26,8 @@ import time
 from typing import Any
 
 from bench.bare import stamp_of
-from orchestrator.host_streams import HostStreams
-from orchestrator.synthetic import SyntheticEngine
+from orchestrator.host.streams import HostStreams
+from orchestrator.host.synthetic import SyntheticEngine
 
 PROBE_FILE_ENV = "BENCH_STREAM_PROBE_FILE"
 _records: dict[str, tuple[list[int], list[int]]] = {}

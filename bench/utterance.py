@@ -8,7 +8,7 @@ speech-like bursts (1.2 s of noise, then 0.8 s of silence) in 20 ms chunks at re
 * partial cadence: the median gap between consecutive partial events of one utterance.
 
 Baseline, measured in the same run: the same audio pushed at the same pace through the same
-:class:`orchestrator.segmenter.StreamSegmenter` in this process, with the synthetic engine called
+:class:`orchestrator.host.segmenter.StreamSegmenter` in this process, with the synthetic engine called
 inline. It has no sockets, no processes, no coordinator: what is left is the segmenter's own
 hangover (``end_silence_ms``) and cadence (``partial_interval_ms``), the floor any streaming
 design with this detector has. The ratio is what the orchestrator adds on top.
@@ -26,10 +26,10 @@ import numpy as np
 
 from bench.profiles import Profile
 from bench.report import Figure
-from orchestrator.config import config_from_dict
 from orchestrator.coordinator import Coordinator
-from orchestrator.segmenter import DecodeFinal, DecodePartial, SegmenterConfig, StreamSegmenter
-from orchestrator.synthetic import SyntheticEngine
+from orchestrator.coordinator.config import config_from_dict
+from orchestrator.host.segmenter import DecodeFinal, DecodePartial, SegmenterConfig, StreamSegmenter
+from orchestrator.host.synthetic import SyntheticEngine
 
 GROUP = "streaming"
 RATE = 16_000
@@ -96,7 +96,7 @@ def _through_orchestrator(streams: int, bursts: int) -> dict[str, list[float]]:
             "hosts": {
                 "syn": {
                     "python": "current",
-                    "engine": "orchestrator.synthetic:SyntheticEngine",
+                    "engine": "orchestrator.host.synthetic:SyntheticEngine",
                     "models": {"echo": "synthetic"},
                     "max_streams": 64,
                 }
@@ -120,7 +120,7 @@ def _in_process(bursts: int) -> dict[str, list[float]]:
     """Same audio, same pace, the segmenter and engine inline: the floor of the design."""
     audio, ends = _audio(bursts, seed=0)
     seg, engine = StreamSegmenter(SegmenterConfig()), SyntheticEngine()
-    from orchestrator.engine import ModelSpec
+    from orchestrator.host.engine import ModelSpec
 
     engine.load(ModelSpec("echo", "synthetic"))
     burst_end_chunk = {_chunk_index_of(e): i for i, e in enumerate(ends)}

@@ -42,9 +42,9 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.client import AsyncClient, AsyncStream, StreamEvent
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.health import overall_status
 from orchestrator.echopanel import FrameError, Source, parse_frame
 from orchestrator.errors import OrchestratorError
-from orchestrator.health import overall_status
 
 #: EchoPanel captures and sends 16 kHz audio; its frames do not say so themselves.
 SAMPLE_RATE_HZ = 16_000

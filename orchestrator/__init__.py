@@ -18,13 +18,13 @@ _EXPORTS = {
     "Client": "orchestrator.client",
     "TranscriptionResult": "orchestrator.client",
     "StreamEvent": "orchestrator.client",
-    "load_config": "orchestrator.config",
+    "load_config": "orchestrator.coordinator.config",
 }
 
 if TYPE_CHECKING:
     from orchestrator.client import AsyncClient, Client, StreamEvent, TranscriptionResult
-    from orchestrator.config import load_config
     from orchestrator.coordinator import Coordinator
+    from orchestrator.coordinator.config import load_config
 
 __all__ = sorted(_EXPORTS)
 

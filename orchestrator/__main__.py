@@ -1,5 +1,5 @@
-"""``python -m orchestrator``: see ``orchestrator.cli``."""
+"""``python -m orchestrator``: see ``orchestrator.cli.main``."""
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 raise SystemExit(main())

@@ -9,7 +9,7 @@ live in ``_Core``; each client only sends frames and waits for the reply with th
         await s.send(chunk)
         async for event in s: ...
 
-Errors are raised as the typed classes of ``orchestrator.errors``, one per code.
+Errors are raised as the typed classes of ``orchestrator.wire.errors``, one per code.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from orchestrator import audio as audio_mod
-from orchestrator.engine import KNOWN_OPTIONS, Segment
-from orchestrator.errors import (
+from orchestrator.audio import pcm as audio_mod
+from orchestrator.coordinator.runtime_dir import read_connection_file
+from orchestrator.host.engine import KNOWN_OPTIONS, Segment
+from orchestrator.wire.errors import (
     BadAudioError,
     BadRequestError,
     DeadlineExceededError,
@@ -40,8 +41,7 @@ from orchestrator.errors import (
     StreamClosedError,
     error_from_wire,
 )
-from orchestrator.protocol import DEFAULT_MAX_MESSAGE_BYTES, Codec, Kind, Message
-from orchestrator.runtime_dir import read_connection_file
+from orchestrator.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Codec, Kind, Message
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
 REPLY_GRACE_S = 5.0

@@ -20,8 +20,8 @@ import struct
 
 import numpy as np
 
-from orchestrator.audio import pcm16_to_float
-from orchestrator.errors import BadRequestError
+from orchestrator.audio.pcm import pcm16_to_float
+from orchestrator.wire.errors import BadRequestError
 
 MAGIC = b"EP"
 #: The frame version this module speaks.

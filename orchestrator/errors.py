@@ -1,153 +1,51 @@
-"""Typed errors with stable codes, shared by the coordinator, the hosts and the clients.
+"""The public import path of the typed errors; they live in :mod:`orchestrator.wire.errors`.
 
-Every error that crosses a process boundary travels as its ``ErrorCode`` value plus a message;
-the receiving side rebuilds the same exception class with :func:`error_from_code`, so a caller
-can ``except OverloadedError`` (or branch on ``err.code``) wherever the cause was found.
-
-This module is imported by the host runtime inside every host env: standard library only.
+``from orchestrator.errors import OverloadedError`` keeps working for callers; the package's own
+code imports ``orchestrator.wire.errors`` directly.
 """
 
-from __future__ import annotations
+from orchestrator.wire.errors import (
+    BadAudioError,
+    BadRequestError,
+    ConfigError,
+    DeadlineExceededError,
+    EnvError,
+    EnvMissingError,
+    EnvStaleError,
+    ErrorCode,
+    HostCrashedError,
+    InternalError,
+    ModelUnavailableError,
+    NoHostAvailableError,
+    OrchestratorError,
+    OverloadedError,
+    ProtocolError,
+    StreamClosedError,
+    StreamSequenceError,
+    UnknownModelError,
+    error_class,
+    error_from_wire,
+)
 
-import enum
-
-
-class ErrorCode(enum.StrEnum):
-    """Stable, documented error codes. Never renumber or rename: programs branch on them."""
-
-    UNKNOWN_MODEL = "unknown_model"
-    NO_HOST_AVAILABLE = "no_host_available"
-    OVERLOADED = "overloaded"
-    BAD_AUDIO = "bad_audio"
-    BAD_REQUEST = "bad_request"
-    DEADLINE_EXCEEDED = "deadline_exceeded"
-    HOST_CRASHED = "host_crashed"
-    MODEL_UNAVAILABLE = "model_unavailable"
-    STREAM_SEQUENCE = "stream_sequence"
-    STREAM_CLOSED = "stream_closed"
-    PROTOCOL = "protocol"
-    INTERNAL = "internal"
-
-
-class OrchestratorError(Exception):
-    """Base of every error the orchestrator raises on purpose."""
-
-    code: ErrorCode = ErrorCode.INTERNAL
-
-    def __init__(self, message: str, **details: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-    def __str__(self) -> str:
-        return f"[{self.code}] {self.message}"
-
-    def to_wire(self) -> dict[str, object]:
-        """The JSON-safe form sent in an error message's header."""
-        return {"code": str(self.code), "message": self.message, "details": self.details}
-
-
-class UnknownModelError(OrchestratorError):
-    code = ErrorCode.UNKNOWN_MODEL
-
-
-class NoHostAvailableError(OrchestratorError):
-    code = ErrorCode.NO_HOST_AVAILABLE
-
-
-class OverloadedError(OrchestratorError):
-    code = ErrorCode.OVERLOADED
-
-
-class BadAudioError(OrchestratorError):
-    code = ErrorCode.BAD_AUDIO
-
-
-class BadRequestError(OrchestratorError):
-    code = ErrorCode.BAD_REQUEST
-
-
-class DeadlineExceededError(OrchestratorError):
-    code = ErrorCode.DEADLINE_EXCEEDED
-
-
-class HostCrashedError(OrchestratorError):
-    code = ErrorCode.HOST_CRASHED
-
-
-class ModelUnavailableError(OrchestratorError):
-    code = ErrorCode.MODEL_UNAVAILABLE
-
-
-class StreamSequenceError(OrchestratorError):
-    code = ErrorCode.STREAM_SEQUENCE
-
-
-class StreamClosedError(OrchestratorError):
-    code = ErrorCode.STREAM_CLOSED
-
-
-class ProtocolError(OrchestratorError):
-    """A frame that is malformed, unsigned, badly signed, replayed, oversized or of another version."""
-
-    code = ErrorCode.PROTOCOL
-
-
-class InternalError(OrchestratorError):
-    code = ErrorCode.INTERNAL
-
-
-class ConfigError(Exception):
-    """A configuration refused at start; the message names the file, the key and the fix."""
-
-
-class EnvError(Exception):
-    """A host env that is missing or stale against its lock; the message names the fix."""
-
-    def __init__(self, message: str, *, host: str, fix: str = "nox -s hosts") -> None:
-        super().__init__(f"{message} (fix: {fix})")
-        self.host = host
-        self.fix = fix
-
-
-class EnvMissingError(EnvError):
-    """The host's venv does not exist or has no interpreter."""
-
-
-class EnvStaleError(EnvError):
-    """The host's venv was built from another lock than the committed one."""
-
-
-_BY_CODE: dict[ErrorCode, type[OrchestratorError]] = {
-    cls.code: cls
-    for cls in (
-        UnknownModelError,
-        NoHostAvailableError,
-        OverloadedError,
-        BadAudioError,
-        BadRequestError,
-        DeadlineExceededError,
-        HostCrashedError,
-        ModelUnavailableError,
-        StreamSequenceError,
-        StreamClosedError,
-        ProtocolError,
-        InternalError,
-    )
-}
-
-
-def error_class(code: str) -> type[OrchestratorError]:
-    """The exception class for a wire code; unknown codes map to InternalError."""
-    try:
-        return _BY_CODE[ErrorCode(code)]
-    except ValueError:
-        return InternalError
-
-
-def error_from_wire(payload: dict[str, object]) -> OrchestratorError:
-    """Rebuild the typed exception from an error message's header."""
-    cls = error_class(str(payload.get("code", ErrorCode.INTERNAL)))
-    details = payload.get("details") or {}
-    err = cls(str(payload.get("message", "")), **(details if isinstance(details, dict) else {}))
-    return err
+__all__ = [
+    "BadAudioError",
+    "BadRequestError",
+    "ConfigError",
+    "DeadlineExceededError",
+    "EnvError",
+    "EnvMissingError",
+    "EnvStaleError",
+    "ErrorCode",
+    "HostCrashedError",
+    "InternalError",
+    "ModelUnavailableError",
+    "NoHostAvailableError",
+    "OrchestratorError",
+    "OverloadedError",
+    "ProtocolError",
+    "StreamClosedError",
+    "StreamSequenceError",
+    "UnknownModelError",
+    "error_class",
+    "error_from_wire",
+]

@@ -19,9 +19,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import Config
+from orchestrator.cli.serve import start_and_settle
 from orchestrator.coordinator import Coordinator
-from orchestrator.serve_cli import start_and_settle
+from orchestrator.coordinator.config import Config
 from support import FAST_COORDINATOR, FAST_RESTART, SYNTHETIC, assert_gone
 
 REPO = Path(__file__).resolve().parent.parent

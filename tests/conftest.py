@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import env_build, envs
+from orchestrator.envs import build as env_build
+from orchestrator.envs import checks as envs
 
 
 @pytest.fixture(scope="session")

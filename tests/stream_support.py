@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.engine import ENGINE_SAMPLE_RATE
-from orchestrator.synthetic import parse_fingerprint
+from orchestrator.host.engine import ENGINE_SAMPLE_RATE
+from orchestrator.host.synthetic import parse_fingerprint
 from support import assert_fingerprint
 
 #: EchoPanel sends 20 ms frames; the tests do too.

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import psutil
 
-from orchestrator.config import Config, config_from_dict
 from orchestrator.coordinator import Coordinator
-from orchestrator.synthetic import fingerprint, parse_fingerprint
+from orchestrator.coordinator.config import Config, config_from_dict
+from orchestrator.host.synthetic import fingerprint, parse_fingerprint
 
-SYNTHETIC = "orchestrator.synthetic:SyntheticEngine"
+SYNTHETIC = "orchestrator.host.synthetic:SyntheticEngine"
 #: Fast failure detection so fault tests take seconds, not minutes.
 FAST_COORDINATOR = {
     "heartbeat_interval_s": 0.1,

@@ -8,9 +8,10 @@ import wave
 import numpy as np
 import pytest
 
-from orchestrator import audio
-from orchestrator.audio import AudioFormat
+from orchestrator.audio import pcm, wav
+from orchestrator.audio import resample as resampling
 from orchestrator.errors import BadAudioError, ErrorCode
+from orchestrator.wire.formats import AudioFormat
 
 RATE = 16_000
 
@@ -38,7 +39,7 @@ def interior(x: np.ndarray, margin: int = 2_000) -> np.ndarray:
 
 @pytest.mark.parametrize("rate", [8_000, 16_000, 44_100, 192_000, np.int64(48_000)])
 def test_sample_rates_in_range_are_accepted(rate):
-    assert audio.check_sample_rate(rate) == int(rate)
+    assert pcm.check_sample_rate(rate) == int(rate)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +58,7 @@ def test_sample_rates_in_range_are_accepted(rate):
 )
 def test_bad_sample_rates_are_refused_with_the_reason(rate, words):
     with pytest.raises(BadAudioError, match=words) as info:
-        audio.check_sample_rate(rate)
+        pcm.check_sample_rate(rate)
     assert info.value.code == ErrorCode.BAD_AUDIO
 
 
@@ -66,7 +67,7 @@ def test_bad_sample_rates_are_refused_with_the_reason(rate, words):
 
 def test_pcm16_payload_decodes_to_float_in_unit_range():
     ints = np.array([-32_768, -16_384, 0, 1, 16_384, 32_767], dtype="<i2")
-    out = audio.decode_payload(ints.tobytes(), "pcm16", RATE)
+    out = pcm.decode_payload(ints.tobytes(), "pcm16", RATE)
     assert out.dtype == np.float32
     assert np.array_equal(out, ints.astype(np.float32) / 32_768)
     out[0] = 0.25  # callers may modify what they get: it is not a read-only view of the frame
@@ -74,76 +75,76 @@ def test_pcm16_payload_decodes_to_float_in_unit_range():
 
 def test_pcm16_roundtrip_is_exact_for_every_int16_value():
     ints = np.arange(-32_768, 32_768, dtype="<i2")
-    floats = audio.pcm16_to_float(ints.tobytes())
-    assert audio.float_to_pcm16(floats) == ints.tobytes()
+    floats = pcm.pcm16_to_float(ints.tobytes())
+    assert pcm.float_to_pcm16(floats) == ints.tobytes()
 
 
 @pytest.mark.parametrize("container", [bytes, bytearray, memoryview])
 def test_decode_accepts_any_bytes_like_payload(container):
     ints = np.array([1, -2, 3], dtype="<i2")
-    out = audio.decode_payload(container(ints.tobytes()), AudioFormat.PCM16, RATE)
+    out = pcm.decode_payload(container(ints.tobytes()), AudioFormat.PCM16, RATE)
     assert np.array_equal(out, ints / 32_768)
 
 
 def test_decode_measures_a_typed_memoryview_in_bytes():
     ints = np.array([100, 200, 300], dtype="<i2")
-    out = audio.decode_payload(memoryview(ints), "pcm16", RATE)
+    out = pcm.decode_payload(memoryview(ints), "pcm16", RATE)
     assert np.array_equal(out, ints / 32_768)
 
 
 def test_odd_length_pcm16_is_refused():
     with pytest.raises(BadAudioError, match="odd length"):
-        audio.decode_payload(b"\x00\x01\x02", "pcm16", RATE)
+        pcm.decode_payload(b"\x00\x01\x02", "pcm16", RATE)
 
 
 def test_f32_payload_decodes_unchanged_inside_unit_range():
     x = np.array([-1.0, -0.5, 0.0, 0.25, 1.0], dtype="<f4")
-    assert np.array_equal(audio.decode_payload(x.tobytes(), "f32", RATE), x)
+    assert np.array_equal(pcm.decode_payload(x.tobytes(), "f32", RATE), x)
 
 
 @pytest.mark.parametrize("extra_bytes", [1, 2, 3])
 def test_f32_payload_length_must_be_whole_samples(extra_bytes):
     data = np.zeros(4, dtype="<f4").tobytes() + b"\x00" * extra_bytes
     with pytest.raises(BadAudioError, match="multiple of 4"):
-        audio.decode_payload(data, "f32", RATE)
+        pcm.decode_payload(data, "f32", RATE)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_floats_are_refused(bad):
     data = np.array([0.0, bad, 0.1], dtype="<f4").tobytes()
     with pytest.raises(BadAudioError, match="NaN or infinite"):
-        audio.decode_payload(data, "f32", RATE)
+        pcm.decode_payload(data, "f32", RATE)
 
 
 def test_small_float_overshoot_is_clipped():
     data = np.array([1.2, -1.4, 0.5], dtype="<f4").tobytes()
-    assert np.array_equal(audio.decode_payload(data, "f32", RATE), [1.0, -1.0, 0.5])
+    assert np.array_equal(pcm.decode_payload(data, "f32", RATE), [1.0, -1.0, 0.5])
 
 
 @pytest.mark.parametrize("peak", [1.6, 200.0, 32_767.0])
 def test_unnormalised_floats_are_refused_with_a_hint(peak):
     data = np.array([0.0, peak], dtype="<f4").tobytes()
     with pytest.raises(BadAudioError, match=r"normalised.*divide by 32768"):
-        audio.decode_payload(data, "f32", RATE)
+        pcm.decode_payload(data, "f32", RATE)
 
 
 @pytest.mark.parametrize("fmt", ["pcm16", "f32"])
 def test_empty_audio_is_refused_unless_allowed(fmt):
     with pytest.raises(BadAudioError, match="empty"):
-        audio.decode_payload(b"", fmt, RATE)
-    out = audio.decode_payload(b"", fmt, RATE, allow_empty=True)
+        pcm.decode_payload(b"", fmt, RATE)
+    out = pcm.decode_payload(b"", fmt, RATE, allow_empty=True)
     assert out.dtype == np.float32
     assert out.size == 0
 
 
 def test_unknown_sample_format_is_refused_naming_the_known_ones():
     with pytest.raises(BadAudioError, match=r"unknown sample format 'mp3'.*pcm16, f32"):
-        audio.decode_payload(b"\x00\x00", "mp3", RATE)
+        pcm.decode_payload(b"\x00\x00", "mp3", RATE)
 
 
 def test_decode_checks_the_sample_rate():
     with pytest.raises(BadAudioError, match="sample rate"):
-        audio.decode_payload(b"\x00\x00", "pcm16", None)
+        pcm.decode_payload(b"\x00\x00", "pcm16", None)
 
 
 # --- encode_audio -----------------------------------------------------------------------------
@@ -151,14 +152,14 @@ def test_decode_checks_the_sample_rate():
 
 def test_pcm16_bytes_are_sent_as_they_are():
     data = np.array([5, -5, 32_767], dtype="<i2").tobytes()
-    assert audio.encode_audio(data, RATE) == (data, AudioFormat.PCM16)
-    assert audio.encode_audio(bytearray(data), RATE) == (data, AudioFormat.PCM16)
+    assert pcm.encode_audio(data, RATE) == (data, AudioFormat.PCM16)
+    assert pcm.encode_audio(bytearray(data), RATE) == (data, AudioFormat.PCM16)
 
 
 @pytest.mark.parametrize("dtype", ["<i2", ">i2"])
 def test_int16_arrays_are_sent_as_little_endian_pcm16(dtype):
     ints = np.array([1, -2, 300, -32_768], dtype=dtype)
-    payload, fmt = audio.encode_audio(ints, RATE)
+    payload, fmt = pcm.encode_audio(ints, RATE)
     assert fmt is AudioFormat.PCM16
     assert np.array_equal(np.frombuffer(payload, dtype="<i2"), ints)
 
@@ -166,20 +167,20 @@ def test_int16_arrays_are_sent_as_little_endian_pcm16(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float_arrays_are_sent_as_f32_and_decode_back(dtype):
     x = sine(440, RATE, 0.1).astype(dtype)
-    payload, fmt = audio.encode_audio(x, RATE)
+    payload, fmt = pcm.encode_audio(x, RATE)
     assert fmt is AudioFormat.F32
-    assert np.array_equal(audio.decode_payload(payload, fmt, RATE), x.astype(np.float32))
+    assert np.array_equal(pcm.decode_payload(payload, fmt, RATE), x.astype(np.float32))
 
 
 def test_column_vector_counts_as_mono():
     x = sine(440, RATE, 0.01)
-    assert audio.encode_audio(x[:, None], RATE) == audio.encode_audio(x, RATE)
+    assert pcm.encode_audio(x[:, None], RATE) == pcm.encode_audio(x, RATE)
 
 
 @pytest.mark.parametrize("shape", [(100, 2), (2, 100), (1, 100), (10, 10, 1)])
 def test_multichannel_arrays_are_refused_with_a_downmix_hint(shape):
     with pytest.raises(BadAudioError, match=r"mono.*Downmix"):
-        audio.encode_audio(np.zeros(shape, dtype=np.float32), RATE)
+        pcm.encode_audio(np.zeros(shape, dtype=np.float32), RATE)
 
 
 @pytest.mark.parametrize(
@@ -197,12 +198,12 @@ def test_multichannel_arrays_are_refused_with_a_downmix_hint(shape):
 )
 def test_client_side_checks_refuse_bad_audio_before_sending(bad, words):
     with pytest.raises(BadAudioError, match=words):
-        audio.encode_audio(bad, RATE)
+        pcm.encode_audio(bad, RATE)
 
 
 def test_encode_checks_the_sample_rate():
     with pytest.raises(BadAudioError, match="outside"):
-        audio.encode_audio(np.zeros(10, dtype=np.int16), 4_000)
+        pcm.encode_audio(np.zeros(10, dtype=np.int16), 4_000)
 
 
 # --- resampling -------------------------------------------------------------------------------
@@ -210,12 +211,12 @@ def test_encode_checks_the_sample_rate():
 
 def test_resampling_to_the_same_rate_passes_the_audio_through():
     x = sine(440, RATE, 0.1)
-    assert audio.resample(x, RATE, RATE) is x
+    assert resampling.resample(x, RATE, RATE) is x
 
 
 @pytest.mark.parametrize("src", [8_000, 11_025, 22_050, 32_000, 44_100, 48_000, 96_000])
 def test_resampled_sine_keeps_its_frequency_and_amplitude(src):
-    y = audio.resample(sine(1_000, src, 2.0, amplitude=0.5), src, RATE)
+    y = resampling.resample(sine(1_000, src, 2.0, amplitude=0.5), src, RATE)
     assert y.dtype == np.float32
     assert y.size == 2 * RATE
     body = interior(y)
@@ -227,7 +228,7 @@ def test_resampled_sine_keeps_its_frequency_and_amplitude(src):
 
 @pytest.mark.parametrize(("src", "dst"), [(16_000, 44_100), (16_000, 48_000), (8_000, 16_000)])
 def test_upsampled_sine_keeps_its_frequency_and_amplitude(src, dst):
-    y = audio.resample(sine(1_000, src, 1.0), src, dst)
+    y = resampling.resample(sine(1_000, src, 1.0), src, dst)
     assert y.size == dst
     body = interior(y)
     spectrum = np.abs(np.fft.rfft(body * np.hanning(body.size)))
@@ -237,24 +238,24 @@ def test_upsampled_sine_keeps_its_frequency_and_amplitude(src, dst):
 
 def test_output_length_is_the_ceiling_of_the_ratio():
     for n in (1, 2, 3, 440, 441, 1_000, 4_411):
-        assert audio.resample(np.ones(n, dtype=np.float32), 44_100, RATE).size == -(
+        assert resampling.resample(np.ones(n, dtype=np.float32), 44_100, RATE).size == -(
             -n * RATE // 44_100
         )
 
 
 def test_tone_just_below_the_output_nyquist_is_kept():
-    y = interior(audio.resample(sine(7_900, 48_000, 1.0), 48_000, RATE))
+    y = interior(resampling.resample(sine(7_900, 48_000, 1.0), 48_000, RATE))
     assert rms(y) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
 
 
 @pytest.mark.parametrize(("src", "freq_hz"), [(48_000, 10_000), (44_100, 10_000), (48_000, 20_000)])
 def test_tones_above_the_output_nyquist_do_not_alias(src, freq_hz):
-    y = interior(audio.resample(sine(freq_hz, src, 1.0), src, RATE))
+    y = interior(resampling.resample(sine(freq_hz, src, 1.0), src, RATE))
     assert level_db(y, 0.5 / np.sqrt(2)) < -60  # the filter is designed for 80 dB
 
 
 def test_upsampling_leaves_no_image_of_the_input_band():
-    y = interior(audio.resample(sine(3_000, 8_000, 2.0), 8_000, RATE))
+    y = interior(resampling.resample(sine(3_000, 8_000, 2.0), 8_000, RATE))
     spectrum = np.abs(np.fft.rfft(y * np.hanning(y.size)))
     freqs = np.fft.rfftfreq(y.size, 1 / RATE)
     signal = spectrum[np.abs(freqs - 3_000) < 20].max()
@@ -263,7 +264,7 @@ def test_upsampling_leaves_no_image_of_the_input_band():
 
 
 def test_constant_signal_keeps_its_level_in_every_phase():
-    y = interior(audio.resample(np.full(44_100, 0.5, dtype=np.float32), 44_100, RATE))
+    y = interior(resampling.resample(np.full(44_100, 0.5, dtype=np.float32), 44_100, RATE))
     assert np.allclose(y, 0.5, atol=1e-5)
 
 
@@ -272,16 +273,16 @@ def test_constant_signal_keeps_its_level_in_every_phase():
 )
 def test_chunked_resampling_equals_resampling_the_whole(src, chunk):
     x = np.random.default_rng(3).uniform(-0.5, 0.5, src).astype(np.float32)
-    resampler = audio.Resampler(src, RATE)
+    resampler = resampling.Resampler(src, RATE)
     parts = [resampler.process(x[i : i + chunk]) for i in range(0, x.size, chunk)]
     parts.append(resampler.flush())
-    assert np.allclose(np.concatenate(parts), audio.resample(x, src, RATE), atol=1e-6)
+    assert np.allclose(np.concatenate(parts), resampling.resample(x, src, RATE), atol=1e-6)
 
 
 @pytest.mark.parametrize(("src", "dst"), [(0, RATE), (RATE, -1), (16_000.5, RATE)])
 def test_resampler_refuses_bad_rates(src, dst):
     with pytest.raises(BadAudioError, match="positive integers"):
-        audio.Resampler(src, dst)
+        resampling.Resampler(src, dst)
 
 
 # --- WAV files --------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def test_integer_pcm_wavs_read_as_mono_float(tmp_path, bits, channels):
     ints = rng.integers(-full_scale, full_scale, size=(500, channels))
     path = tmp_path / f"pcm{bits}.wav"
     write_stdlib_wav(path, ints.reshape(-1), bits // 8, 22_050, channels)
-    samples, rate = audio.read_wav(path)
+    samples, rate = wav.read_wav(path)
     assert rate == 22_050
     assert samples.dtype == np.float32
     assert np.allclose(samples, ints.mean(axis=1) / full_scale, atol=1e-6)
@@ -332,7 +333,7 @@ def fmt_chunk(tag: int, channels: int, rate: int, bits: int) -> bytes:
 
 
 def extensible_fmt(subformat: int, channels: int, rate: int, bits: int) -> bytes:
-    guid = struct.pack("<H", subformat) + audio._SUBFORMAT_TAIL
+    guid = struct.pack("<H", subformat) + wav._SUBFORMAT_TAIL
     return fmt_chunk(0xFFFE, channels, rate, bits) + struct.pack("<HHI", 22, bits, 0) + guid
 
 
@@ -342,7 +343,7 @@ def test_ieee_float_wavs_are_read(tmp_path, bits):
     path = tmp_path / "float.wav"
     data = x.astype(f"<f{bits // 8}").tobytes()
     path.write_bytes(riff((b"fmt ", fmt_chunk(3, 2, 48_000, bits)), (b"data", data)))
-    samples, rate = audio.read_wav(path)
+    samples, rate = wav.read_wav(path)
     assert rate == 48_000
     assert np.array_equal(samples, [0.125, 1.0, -0.25])
 
@@ -358,7 +359,7 @@ def test_wave_format_extensible_is_read(tmp_path, subformat, bits, dtype):
             (b"data", stored.astype(dtype).tobytes()),
         )
     )
-    samples, rate = audio.read_wav(path)
+    samples, rate = wav.read_wav(path)
     assert rate == 16_000
     assert np.array_equal(samples, values)
 
@@ -374,7 +375,7 @@ def test_chunks_before_the_data_are_skipped_with_their_padding(tmp_path):
             (b"data", ints.tobytes()),
         )
     )
-    samples, _ = audio.read_wav(path)
+    samples, _ = wav.read_wav(path)
     assert np.array_equal(samples, ints / 32_768)
 
 
@@ -385,7 +386,7 @@ def test_data_chunk_longer_than_the_file_reads_what_is_there(tmp_path):
     lying = whole[:-10] + struct.pack("<I", 0xFFFFFFFF) + whole[-6:] + b"\x07"
     path = tmp_path / "truncated.wav"
     path.write_bytes(lying)
-    samples, _ = audio.read_wav(path)
+    samples, _ = wav.read_wav(path)
     assert np.array_equal(samples, ints / 32_768)
 
 
@@ -415,24 +416,24 @@ def test_unreadable_wavs_are_refused_with_the_reason(tmp_path, content, words):
     path = tmp_path / "bad.wav"
     path.write_bytes(content)
     with pytest.raises(BadAudioError, match=words) as info:
-        audio.read_wav(path)
+        wav.read_wav(path)
     assert str(path) in str(info.value)
 
 
 def test_write_wav_round_trips_through_read_wav_and_stdlib_wave(tmp_path):
     x = sine(440, RATE, 0.25, amplitude=0.9)
     path = tmp_path / "out.wav"
-    audio.write_wav(path, x, RATE)
+    wav.write_wav(path, x, RATE)
     with wave.open(str(path)) as check:
         assert (check.getnchannels(), check.getsampwidth(), check.getframerate()) == (1, 2, RATE)
         assert check.getnframes() == x.size
-    samples, rate = audio.read_wav(path)
+    samples, rate = wav.read_wav(path)
     assert rate == RATE
     assert np.max(np.abs(samples - x)) <= 0.5 / 32_768 + 1e-7
 
 
 def test_write_wav_refuses_audio_it_cannot_store(tmp_path):
     with pytest.raises(BadAudioError, match="NaN"):
-        audio.write_wav(tmp_path / "nan.wav", np.array([np.nan], dtype=np.float32), RATE)
+        wav.write_wav(tmp_path / "nan.wav", np.array([np.nan], dtype=np.float32), RATE)
     with pytest.raises(BadAudioError, match="mono"):
-        audio.write_wav(tmp_path / "stereo.wav", np.zeros((10, 2), dtype=np.float32), RATE)
+        wav.write_wav(tmp_path / "stereo.wav", np.zeros((10, 2), dtype=np.float32), RATE)

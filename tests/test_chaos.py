@@ -41,8 +41,8 @@ import pytest
 import zmq
 
 from orchestrator.client import AsyncClient, AsyncStream, StreamEvent
-from orchestrator.config import Config
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.config import Config
 from orchestrator.errors import ErrorCode, OrchestratorError
 from stream_support import (
     CHUNK_MS,

@@ -28,11 +28,14 @@ from cli_support import (
     synthetic_toml,
     write_config,
 )
-from orchestrator import health_cli, logs
-from orchestrator.audio import float_to_pcm16, read_wav, resample, write_wav
+from orchestrator.audio.pcm import float_to_pcm16
+from orchestrator.audio.resample import resample
+from orchestrator.audio.wav import read_wav, write_wav
+from orchestrator.cli import health as health_cli
+from orchestrator.cli import logs
 from orchestrator.client import Client
-from orchestrator.config import config_from_dict
-from orchestrator.synthetic import parse_fingerprint
+from orchestrator.coordinator.config import config_from_dict
+from orchestrator.host.synthetic import parse_fingerprint
 from support import assert_gone, wait_for
 
 HOSTS_TWO_SERVE_ECHO_ONE_SERVES_SOLO = {
@@ -384,8 +387,8 @@ def restore_logging() -> Iterator[None]:
 def test_text_logs_are_quiet_by_default_but_show_cli_progress(restore_logging: None) -> None:
     out = io.StringIO()
     logs.setup_logging(stream=out)
-    logging.getLogger("orchestrator.supervisor").info("routine transition")
-    logging.getLogger("orchestrator.broker").warning("something is off")
+    logging.getLogger("orchestrator.coordinator.supervisor").info("routine transition")
+    logging.getLogger("orchestrator.coordinator.broker").warning("something is off")
     logging.getLogger(logs.CLI_LOGGER).info("starting hosts")
     logging.getLogger("some.other.library").info("chatter")
     text = out.getvalue()
@@ -401,7 +404,7 @@ def test_json_logs_are_one_object_per_line_with_the_host(restore_logging: None) 
     try:
         raise RuntimeError("boom")
     except RuntimeError:
-        logging.getLogger("orchestrator.broker").exception("handler failed")
+        logging.getLogger("orchestrator.coordinator.broker").exception("handler failed")
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import load_config
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.config import load_config
 from orchestrator.errors import ConfigError
 
 GOOD = """
 [hosts.syn]
 python = "current"
-engine = "orchestrator.synthetic:SyntheticEngine"
+engine = "orchestrator.host.synthetic:SyntheticEngine"
 models = { echo = "synthetic" }
 """
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import zmq
 
+from orchestrator.coordinator.supervisor import HostState
 from orchestrator.errors import (
     BadAudioError,
     BadRequestError,
@@ -25,8 +26,7 @@ from orchestrator.errors import (
     OverloadedError,
     UnknownModelError,
 )
-from orchestrator.protocol import VERSION_FRAME, Codec, Kind, Message, new_key
-from orchestrator.supervisor import HostState
+from orchestrator.wire.protocol import VERSION_FRAME, Codec, Kind, Message, new_key
 from support import (
     assert_fingerprint,
     assert_gone,

@@ -1,7 +1,7 @@
 """The real engines in their real envs, on a tiny random-weight Qwen3-ASR checkpoint.
 
 No machine here reaches the model hub, so a session fixture builds tiny checkpoints in the hub
-repos' file layouts with the shipped builder (``python -m legacy_host.tiny_checkpoint``), and each
+repos' file layouts with the shipped builder (``python -m tiny_checkpoints``), and each
 engine loads them through its stack's real public API: qwen-asr 0.0.6 (transformers 4.57, hub 0.x)
 in ``envs/legacy_host``, mlx-audio 0.3.1 (transformers 5, hub 1.x) in ``envs/mlx_host``. The same
 Qwen3-ASR directory goes to both engines; the MLX one also serves a tiny Whisper.
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import envs
+from orchestrator.envs import checks as envs
 from orchestrator.errors import EnvMissingError
 
 ENGINES = {
@@ -52,7 +52,7 @@ AUDIO_TOKENS_PER_SECOND = 13
 TINY = "tiny"
 #: A device no test machine has: CI and this machine run torch on CPU.
 ABSENT_DEVICE = "cuda:7"
-#: Recipes of legacy_host.tiny_checkpoint (also the model names the MLX engine serves them as).
+#: Recipes of tiny_checkpoints (also the model names the MLX engine serves them as).
 QWEN = "qwen3-asr"
 WHISPER = "whisper"
 
@@ -82,7 +82,8 @@ def subprocess_env(tmp: Path) -> dict[str, str]:
 
 def build_checkpoint(out_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(env_python("legacy_host")), "-m", "legacy_host.tiny_checkpoint", str(out_dir), *extra],
+        [str(env_python("legacy_host")), "-m", "tiny_checkpoints", str(out_dir), *extra],
+        cwd=envs.project_root(),  # the builder package sits at the checkout's top level
         capture_output=True,
         text=True,
         timeout=CHECKPOINT_BUILD_TIMEOUT_S,

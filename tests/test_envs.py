@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import env_build, envs
+from orchestrator.envs import build as env_build
+from orchestrator.envs import checks as envs
 from orchestrator.errors import ConfigError, EnvError, EnvMissingError, EnvStaleError
 
 TINY_HOST = "tiny_host"

@@ -39,7 +39,14 @@ from orchestrator import echopanel
 from orchestrator.coordinator import Coordinator
 from orchestrator.echopanel import FrameError
 from orchestrator.errors import ErrorCode, ProtocolError
-from orchestrator.protocol import MAX_HEADER_BYTES, VERSION_FRAME, Codec, Kind, Message, new_key
+from orchestrator.wire.protocol import (
+    MAX_HEADER_BYTES,
+    VERSION_FRAME,
+    Codec,
+    Kind,
+    Message,
+    new_key,
+)
 from support import assert_fingerprint, make_config, running, synthetic_host, tone_pcm16, wait_for
 
 #: Small enough that oversize examples stay cheap, large enough for an oversize header inside it.
@@ -389,7 +396,7 @@ class FuzzedHost:
         )  # fmt: skip
         boot = {
             "key": self.key.hex(),
-            "engine": "orchestrator.synthetic:SyntheticEngine",
+            "engine": "orchestrator.host.synthetic:SyntheticEngine",
             "models": [{"name": "echo", "ref": "synthetic"}],
             "heartbeat_interval_s": 0.05,
             "orphan_timeout_s": 60.0,  # we heartbeat only when we feel like it

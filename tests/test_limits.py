@@ -23,6 +23,7 @@ import zmq
 
 from orchestrator.client import AsyncClient, StreamEvent
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.metrics import build_registry
 from orchestrator.errors import (
     BadAudioError,
     BadRequestError,
@@ -30,8 +31,7 @@ from orchestrator.errors import (
     OrchestratorError,
     OverloadedError,
 )
-from orchestrator.metrics import build_registry
-from orchestrator.protocol import Codec, Kind, Message
+from orchestrator.wire.protocol import Codec, Kind, Message
 from support import (
     assert_fingerprint,
     make_config,

@@ -20,11 +20,11 @@ from cli_support import (
     synthetic_toml,
     write_config,
 )
-from orchestrator.config import config_from_dict
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.config import config_from_dict
+from orchestrator.coordinator.metrics import MetricsServer, build_registry, start_metrics
 from orchestrator.errors import UnknownModelError
-from orchestrator.metrics import MetricsServer, build_registry, start_metrics
-from orchestrator.protocol import Codec, Kind, Message, new_key
+from orchestrator.wire.protocol import Codec, Kind, Message, new_key
 from support import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator.config import config_from_dict
-from orchestrator.demo import build_checkpoint, speech_like
-from orchestrator.envs import project_root
+from orchestrator.cli.demo import build_checkpoint, speech_like
+from orchestrator.coordinator.config import config_from_dict
+from orchestrator.envs.checks import project_root
 from orchestrator.errors import ModelUnavailableError
 from support import FAST_RESTART, replica, running, wait_for
 

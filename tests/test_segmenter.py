@@ -1,4 +1,4 @@
-"""Streaming utterance segmentation (orchestrator.segmenter), on generated bursts and silence."""
+"""Streaming utterance segmentation (orchestrator.host.segmenter), on generated bursts and silence."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import BadAudioError, BadRequestError
-from orchestrator.segmenter import (
+from orchestrator.host.segmenter import (
     DecodeFinal,
     DecodePartial,
     EnergyVoiceDetector,

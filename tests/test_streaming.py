@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator import audio
+from orchestrator.audio.pcm import pcm16_to_float
+from orchestrator.audio.resample import resample
 from orchestrator.client import AsyncStream, StreamEvent
-from orchestrator.config import Config, SegmenterSettings
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.config import Config, SegmenterSettings
 from orchestrator.errors import BadRequestError, StreamSequenceError, UnknownModelError
-from orchestrator.protocol import Kind, Message
+from orchestrator.wire.protocol import Kind, Message
 from stream_support import (
     CHUNK_MS,
     SpeechLike,
@@ -184,7 +185,7 @@ def test_44k1_stream_is_resampled_by_the_host_with_offsets_in_stream_samples(
     check_finals(finals, sent, end_silence_s=END_SILENCE_S, fingerprints=False)
     # The host's chunk-by-chunk resampling equals resampling all that was sent at once, so each
     # final is exactly the 16 kHz audio between its converted offsets: none lost or doubled.
-    at_16k = audio.resample(audio.pcm16_to_float(sent.pcm.tobytes()), 44_100, 16_000)
+    at_16k = resample(pcm16_to_float(sent.pcm.tobytes()), 44_100, 16_000)
     engine_pcm16 = np.clip(np.round(at_16k * 32768.0), -32768, 32767).astype(np.int16)
     for final in finals:
         first = round(final["audio_offset"] * 16_000 / 44_100)

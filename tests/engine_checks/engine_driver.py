@@ -4,7 +4,7 @@
 
     envs/legacy_host/bin/python tests/engine_checks/engine_driver.py PLAN.json REPORT.json
 
-so each stack is exercised in its own venv through the same :class:`orchestrator.engine.Engine`
+so each stack is exercised in its own venv through the same :class:`orchestrator.host.engine.Engine`
 calls the host runtime makes: the engine class is imported by entry point, models are loaded on
 the main thread and transcripts run on another thread (as the runtime's workers do). One process
 runs a whole plan because importing torch + qwen-asr alone takes 10-30 s here.
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
 from orchestrator.errors import OrchestratorError
+from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
 
 NOISE_SEED = 1234
 NOISE_AMPLITUDE = 0.1

@@ -37,9 +37,15 @@ from typing import Any
 import numpy as np
 
 from legacy_host.device import pick_device, pick_dtype
-from orchestrator.engine import ENGINE_SAMPLE_RATE, Engine, EngineResult, ModelSpec, require_model
 from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
-from orchestrator.load_errors import load_failure, one_line
+from orchestrator.host.engine import (
+    ENGINE_SAMPLE_RATE,
+    Engine,
+    EngineResult,
+    ModelSpec,
+    require_model,
+)
+from orchestrator.host.load_errors import load_failure, one_line
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,13 @@ import numpy as np
 
 from mlx_host.families import Family, family_of, generate_kwargs, prepare_audio, to_engine_result
 from mlx_host.mlx_thread import MlxThread
-from orchestrator.engine import (
+from orchestrator.errors import (
+    BadAudioError,
+    InternalError,
+    ModelUnavailableError,
+    OrchestratorError,
+)
+from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
     KNOWN_OPTIONS,
     Engine,
@@ -39,13 +45,7 @@ from orchestrator.engine import (
     ModelSpec,
     require_model,
 )
-from orchestrator.errors import (
-    BadAudioError,
-    InternalError,
-    ModelUnavailableError,
-    OrchestratorError,
-)
-from orchestrator.load_errors import load_failure, one_line
+from orchestrator.host.load_errors import load_failure, one_line
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Whisper calls the context ``initial_prompt`` and the token cap ``sample_len`` (i
 ``max_tokens``), Parakeet takes no options and wants an ``mx.array``, VibeVoice wants 24 kHz audio,
 the forced aligner aligns a given text instead of transcribing. This module turns the
 orchestrator's request options into each type's keywords — refusing an option a type would ignore —
-and turns each type's result into an :class:`~orchestrator.engine.EngineResult`.
+and turns each type's result into an :class:`~orchestrator.host.engine.EngineResult`.
 
 Used by :mod:`mlx_host.engine`, on its MLX thread (this module itself imports no MLX at import time).
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.engine import ENGINE_SAMPLE_RATE, KNOWN_OPTIONS, EngineResult, Segment
 from orchestrator.errors import BadRequestError
+from orchestrator.host.engine import ENGINE_SAMPLE_RATE, KNOWN_OPTIONS, EngineResult, Segment
 
 #: mlx-audio's Qwen3-ASR always forces a language into its prompt (``language=None`` crashes);
 #: this is its own default, used when neither the request nor the model's options name one.

@@ -1,0 +1,143 @@
+"""PCM payloads: sample-rate checks, float/int16 conversion, wire payload encode and decode.
+
+The client calls :func:`encode_audio` before sending; the host runtime calls
+:func:`decode_payload` after receiving, so every engine gets mono float32 in [-1, 1]. Bad audio is
+refused here, where the cause is known, with a ``BadAudioError`` that says what is wrong and what
+to do. Standard library + numpy only: the host runtime imports this inside envs we do not control.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from orchestrator.wire.errors import BadAudioError
+from orchestrator.wire.formats import AudioFormat
+
+MIN_SAMPLE_RATE_HZ = 8_000
+MAX_SAMPLE_RATE_HZ = 192_000
+#: Float samples up to this magnitude are clipped to [-1, 1] (filter ringing, a hot mix); beyond
+#: it the data is not normalised audio (e.g. int16 values sent as floats) and is refused.
+MAX_FLOAT_MAGNITUDE = 1.5
+_PCM16_SCALE = 32_768.0
+
+
+def check_sample_rate(sample_rate: object) -> int:
+    """The sample rate as an int, or BadAudioError if it is not a whole number in range."""
+    if isinstance(sample_rate, bool):
+        raise BadAudioError(f"sample rate must be an integer in Hz, got {sample_rate!r}")
+    try:
+        rate = operator.index(sample_rate)  # ints and numpy ints; refuses 16000.5 and "16000"
+    except TypeError:
+        raise BadAudioError(
+            f"sample rate must be an integer in Hz, got {sample_rate!r}",
+            sample_rate=repr(sample_rate),
+        ) from None
+    if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
+        raise BadAudioError(
+            f"sample rate {rate} Hz is outside [{MIN_SAMPLE_RATE_HZ}, {MAX_SAMPLE_RATE_HZ}] Hz",
+            sample_rate=rate,
+        )
+    return rate
+
+
+def check_float_samples(samples: np.ndarray) -> np.ndarray:
+    """Finite float samples as float32 clipped to [-1, 1]; garbage raises BadAudioError."""
+    x = np.asarray(samples, dtype=np.float32)
+    if x.size == 0:
+        return x.copy()
+    if not np.isfinite(x).all():
+        raise BadAudioError("audio contains NaN or infinite samples")
+    peak = float(np.abs(x).max())
+    if peak > MAX_FLOAT_MAGNITUDE:
+        raise BadAudioError(
+            f"float audio must be normalised to [-1, 1], but its peak is {peak:.4g} "
+            f"(int16 values sent as floats? divide by 32768)",
+            peak=peak,
+        )
+    return np.clip(x, -1.0, 1.0)
+
+
+def pcm16_to_float(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """Little-endian int16 bytes as float32 in [-1, 1)."""
+    data = memoryview(data).cast("B")  # lengths in bytes, whatever view the caller holds
+    if len(data) % 2:
+        raise BadAudioError(
+            f"PCM16 payload has an odd length ({len(data)} bytes); samples are 2 bytes"
+        )
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(_PCM16_SCALE)
+
+
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    """Float audio in [-1, 1] as little-endian int16 bytes (the inverse of pcm16_to_float)."""
+    x = check_float_samples(samples).astype(np.float64) * _PCM16_SCALE
+    return np.clip(np.rint(x), -32_768, 32_767).astype("<i2").tobytes()
+
+
+def decode_payload(
+    data: bytes | bytearray | memoryview,
+    fmt: AudioFormat | str,
+    sample_rate: object,
+    *,
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """A received payload as mono float32 in [-1, 1]; stream chunks may pass allow_empty."""
+    check_sample_rate(sample_rate)
+    data = memoryview(data).cast("B")
+    try:
+        fmt = AudioFormat(fmt)
+    except ValueError:
+        known = ", ".join(f.value for f in AudioFormat)
+        raise BadAudioError(f"unknown sample format {fmt!r}; expected one of: {known}") from None
+    if fmt is AudioFormat.PCM16:
+        samples = pcm16_to_float(data)
+    else:
+        if len(data) % 4:
+            raise BadAudioError(f"f32 payload length {len(data)} bytes is not a multiple of 4")
+        samples = check_float_samples(np.frombuffer(data, dtype="<f4"))
+    if samples.size == 0 and not allow_empty:
+        raise BadAudioError("audio is empty")
+    return samples
+
+
+def encode_audio(
+    audio: bytes | bytearray | memoryview | np.ndarray, sample_rate: object
+) -> tuple[bytes, AudioFormat]:
+    """The payload and format a client sends: bytes are PCM16, int16 arrays too, floats f32."""
+    check_sample_rate(sample_rate)
+    if isinstance(audio, bytes | bytearray | memoryview):
+        pcm16_to_float(audio)  # validates the length before anything is sent
+        payload, fmt = bytes(audio), AudioFormat.PCM16
+    elif isinstance(audio, np.ndarray):
+        x = mono(audio)
+        if x.dtype.kind == "i" and x.dtype.itemsize == 2:  # int16 of either byte order
+            payload, fmt = x.astype("<i2").tobytes(), AudioFormat.PCM16
+        elif np.issubdtype(x.dtype, np.floating):
+            payload, fmt = (
+                check_float_samples(x).astype("<f4").tobytes(),
+                AudioFormat.F32,
+            )
+        else:
+            raise BadAudioError(
+                f"audio arrays must be int16 or float, got {x.dtype}; convert with "
+                f"astype(np.int16) or scale to float in [-1, 1]"
+            )
+    else:
+        raise BadAudioError(
+            f"audio must be PCM16 bytes or a numpy array, got {type(audio).__name__}"
+        )
+    if not payload:
+        raise BadAudioError("audio is empty")
+    return payload, fmt
+
+
+def mono(audio: np.ndarray) -> np.ndarray:
+    if audio.ndim == 2 and audio.shape[1] == 1:
+        return audio[:, 0]
+    if audio.ndim != 1:
+        raise BadAudioError(
+            f"audio must be mono, shape (n,) or (n, 1); got shape {audio.shape}. "
+            f"Downmix first, e.g. audio.mean(axis=1) for (n, channels) audio"
+        )
+    return audio

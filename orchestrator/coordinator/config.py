@@ -1,0 +1,369 @@
+"""Coordinator configuration: dataclasses with units in their names, loaded from TOML.
+
+Every timeout, interval and limit of the coordinator lives here with its default, so the whole
+behaviour can be read (and tuned) in one place. ``load_config`` refuses a bad file at start with
+one line naming the file, the key and the fix; nothing half-configured ever runs.
+
+Shape of the file (see ``orchestrator.toml`` at the repo root for a full example)::
+
+    [coordinator]
+    heartbeat_interval_s = 0.25
+
+    [hosts.mlx_host]
+    env = "mlx_host"                         # envs/mlx_host, built by `nox -s hosts`
+    engine = "mlx_host.engine:MlxAudioEngine"
+    [hosts.mlx_host.models]
+    qwen3-asr = "mlx-community/Qwen3-ASR-0.6B-8bit"
+
+    [models.qwen3-asr]
+    hosts = ["mlx_host", "legacy_host"]      # fallback order
+    aliases = ["qwen3"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestrator.wire.errors import ConfigError
+
+CURRENT_PYTHON = "current"
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """When and how often a dead or hung host is restarted (jupyter_client's restarter, with backoff)."""
+
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    backoff_factor: float = 2.0
+    #: More restarts than this inside ``restart_window_s`` marks the host failed.
+    max_restarts: int = 5
+    restart_window_s: float = 60.0
+    #: A host up this long is stable again: its backoff resets.
+    stable_after_s: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterSettings:
+    """Streaming utterance detection, run by each host for every stream (see orchestrator.host.segmenter)."""
+
+    speech_threshold_dbfs: float = -45.0
+    end_silence_ms: int = 400
+    max_utterance_s: float = 15.0
+    partial_interval_ms: int = 500
+    min_speech_ms: int = 60
+    #: Audio kept before a speech onset so the first phoneme is not clipped.
+    pre_roll_ms: int = 300
+    #: Decoding this far behind the live audio makes the host skip partials (never audio).
+    lag_skip_s: float = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class HostConfig:
+    """One model host: where its env is, which engine it runs, what it serves and its limits."""
+
+    name: str
+    engine: str
+    #: Model name -> hub id or local path, loaded (and warmed up) before the host is ready.
+    models: Mapping[str, str]
+    #: Loaded at their first request: big or rarely used models that should not slow start-up.
+    on_demand_models: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Env name under envs/ (built by `nox -s hosts`); or leave empty and set ``python``.
+    env: str = ""
+    #: An interpreter to use instead of an env: a path, or "current" (tests and synthetic hosts).
+    python: str = ""
+    replicas: int = 1
+    engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    model_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    #: Requests sent to one replica at once; more wait in the coordinator's bounded queue.
+    max_inflight: int = 4
+    engine_threads: int = 1
+    max_streams: int = 32
+    ready_timeout_s: float = 120.0
+    #: RSS past this drains then recycles the replica; 0 disables the ceiling.
+    memory_limit_mb: int = 0
+    #: A draining replica is recycled after this long even if streams still use it.
+    drain_timeout_s: float = 30.0
+    restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
+    env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def all_models(self) -> dict[str, str]:
+        return {**self.models, **self.on_demand_models}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRoute:
+    """A model name clients ask for: its fallback order of hosts and its other names."""
+
+    name: str
+    hosts: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinatorSettings:
+    """The coordinator's own timings and limits."""
+
+    #: Where ipc sockets and the connection file live; empty means a private per-user folder.
+    runtime_dir: str = ""
+    #: Client endpoint of a standalone coordinator: empty means ipc in runtime_dir; a tcp
+    #: endpoint must name a loopback address unless ``allow_remote`` is set.
+    client_endpoint: str = ""
+    allow_remote: bool = False
+    heartbeat_interval_s: float = 0.25
+    #: Missed heartbeat intervals before a host is deemed hung (Paranoid Pirate's liveness).
+    heartbeat_liveness: int = 8
+    #: A host waits this long without hearing the coordinator before it exits on its own.
+    host_orphan_timeout_s: float = 2.5
+    request_timeout_s: float = 30.0
+    #: A request still running this long past its deadline gets its host recycled.
+    stuck_request_grace_s: float = 5.0
+    #: Requests waiting for a free replica, across all models; full means "overloaded".
+    max_queue: int = 1024
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_audio_s: float = 600.0
+    max_streams: int = 256
+    #: A stream whose host died waits this long for another replica before it fails.
+    stream_failover_timeout_s: float = 30.0
+    #: A stream with no audio or close for this long is closed (its client is presumed gone).
+    stream_idle_timeout_s: float = 120.0
+    #: Stop: ask, wait this long, SIGTERM, wait term_grace_s, SIGKILL.
+    stop_grace_s: float = 2.0
+    term_grace_s: float = 2.0
+    tick_interval_s: float = 0.05
+    log_format: str = "text"
+    metrics_port: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole configuration: coordinator settings, hosts and model routes."""
+
+    coordinator: CoordinatorSettings
+    hosts: Mapping[str, HostConfig]
+    models: Mapping[str, ModelRoute]
+    segmenter: SegmenterSettings = dataclasses.field(default_factory=SegmenterSettings)
+    source: str = "<memory>"
+    #: The project root whose envs/ and hosts/ the host envs are looked up in.
+    root: str = ""
+
+    def resolve_model(self, name: str) -> ModelRoute | None:
+        """The route for a model name or one of its aliases."""
+        route = self.models.get(name)
+        if route is not None:
+            return route
+        for candidate in self.models.values():
+            if name in candidate.aliases:
+                return candidate
+        return None
+
+
+def load_config(path: str | Path, *, root: str | Path | None = None) -> Config:
+    """Read and validate a TOML config; raises ConfigError naming file, key and fix."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (fix: pass --config PATH)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc} (fix: correct the syntax)") from None
+    return config_from_dict(raw, source=str(path), root=root)
+
+
+def config_from_dict(
+    raw: Mapping[str, Any], *, source: str = "<memory>", root: str | Path | None = None
+) -> Config:
+    """Build a Config from already-parsed TOML data (tests use this directly)."""
+    _check_keys(raw, {"coordinator", "hosts", "models", "segmenter", "restart"}, source, "")
+    default_restart = _build(RestartPolicy, raw.get("restart", {}), source, "restart")
+    hosts: dict[str, HostConfig] = {}
+    for name, table in _table(raw.get("hosts", {}), source, "hosts").items():
+        hosts[name] = _build_host(
+            name, _table(table, source, f"hosts.{name}"), default_restart, source
+        )
+    if not hosts:
+        raise ConfigError(f"{source}: [hosts] is empty (fix: declare at least one [hosts.NAME])")
+    models = _build_routes(raw.get("models", {}), hosts, source)
+    return Config(
+        coordinator=_build(CoordinatorSettings, raw.get("coordinator", {}), source, "coordinator"),
+        hosts=hosts,
+        models=models,
+        segmenter=_build(SegmenterSettings, raw.get("segmenter", {}), source, "segmenter"),
+        source=source,
+        root=str(root or _project_root()),
+    )
+
+
+def _project_root() -> Path:
+    """Where hosts/ and envs/ live: $ORCHESTRATOR_ROOT, else this package's checkout."""
+    from orchestrator.envs import (
+        checks as envs,  # deferred: keeps this module importable on its own
+    )
+
+    return envs.project_root()
+
+
+def _build_host(
+    name: str, table: Mapping[str, Any], default_restart: RestartPolicy, source: str
+) -> HostConfig:
+    where = f"hosts.{name}"
+    fields = dict(table)
+    restart = default_restart
+    if "restart" in fields:
+        merged = {
+            **dataclasses.asdict(default_restart),
+            **_table(fields.pop("restart"), source, where),
+        }
+        restart = _build(RestartPolicy, merged, source, f"{where}.restart")
+    models = _table(fields.get("models", {}), source, f"{where}.models")
+    lazy = _table(fields.get("on_demand_models", {}), source, f"{where}.on_demand_models")
+    if not models and not lazy:
+        raise ConfigError(
+            f"{source}: {where}.models is empty (fix: map model names to hub ids or paths)"
+        )
+    for table_name, table in (("models", models), ("on_demand_models", lazy)):
+        for model, ref in table.items():
+            if not isinstance(ref, str) or not ref:
+                raise ConfigError(
+                    f"{source}: {where}.{table_name}.{model} must be a hub id or path string"
+                )
+    both = sorted(set(models) & set(lazy))
+    if both:
+        raise ConfigError(f"{source}: {where}: {both[0]!r} is in both models and on_demand_models")
+    fields.setdefault("models", {})
+    host = _build(HostConfig, {**fields, "name": name, "restart": restart}, source, where)
+    if bool(host.env) == bool(host.python):
+        raise ConfigError(
+            f"{source}: {where} needs exactly one of 'env' (a built env under envs/) or 'python' "
+            f'(fix: set env = "{name}")'
+        )
+    if host.replicas < 1 or host.max_inflight < 1 or host.engine_threads < 1:
+        raise ConfigError(
+            f"{source}: {where}: replicas, max_inflight and engine_threads must be >= 1"
+        )
+    if ":" not in host.engine:
+        raise ConfigError(
+            f"{source}: {where}.engine must be 'package.module:Class', got {host.engine!r}"
+        )
+    return host
+
+
+def _build_routes(raw: Any, hosts: Mapping[str, HostConfig], source: str) -> dict[str, ModelRoute]:
+    routes: dict[str, ModelRoute] = {}
+    for model, table in _table(raw, source, "models").items():
+        where = f"models.{model}"
+        route = _build(ModelRoute, {**_table(table, source, where), "name": model}, source, where)
+        if not route.hosts:
+            raise ConfigError(f"{source}: {where}.hosts is empty (fix: list the hosts serving it)")
+        for host in route.hosts:
+            if host not in hosts:
+                raise ConfigError(
+                    f"{source}: {where}.hosts names {host!r}, which is not a [hosts] entry "
+                    f"(fix: one of {sorted(hosts)})"
+                )
+            if model not in hosts[host].all_models:
+                raise ConfigError(
+                    f"{source}: {where}.hosts names {host!r}, which does not serve {model!r} "
+                    f"(fix: add it to [hosts.{host}.models])"
+                )
+        routes[model] = ModelRoute(model, tuple(route.hosts), tuple(route.aliases))
+    # Models a host serves without a [models] entry are routed to their hosts in file order.
+    for host in hosts.values():
+        for model in host.all_models:
+            if model not in routes:
+                serving = tuple(h.name for h in hosts.values() if model in h.all_models)
+                routes[model] = ModelRoute(model, serving)
+    names: dict[str, str] = {}
+    for route in routes.values():
+        for name in (route.name, *route.aliases):
+            if name in names and names[name] != route.name:
+                raise ConfigError(
+                    f"{source}: name {name!r} is used by both {names[name]!r} and {route.name!r}"
+                )
+            names[name] = route.name
+    return routes
+
+
+def _table(value: Any, source: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: {where} must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], source: str, where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]} (fix: remove it, or use one of {sorted(allowed)})"
+        )
+
+
+def _build(cls: type, table: Mapping[str, Any], source: str, where: str) -> Any:
+    """Instantiate a config dataclass from a table, checking unknown keys and value types."""
+    table = _table(table, source, where)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    _check_keys(table, fields, source, where)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        expected = hints[key]
+        values[key] = _coerce(value, expected, source, f"{where}.{key}")
+    return cls(**values)
+
+
+def _coerce(value: Any, expected: Any, source: str, where: str) -> Any:
+    origin = typing.get_origin(expected)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected in (int, float, str, bool):
+        if type(value) is not expected:
+            raise ConfigError(
+                f"{source}: {where} must be {expected.__name__}, got {type(value).__name__} "
+                f"{value!r} (fix: write a {expected.__name__})"
+            )
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: {where} must be a list of strings")
+        return tuple(value)
+    if origin in (Mapping, dict) or expected is Mapping:
+        return _table(value, source, where)
+    if isinstance(expected, type) and dataclasses.is_dataclass(expected):
+        if isinstance(value, expected):
+            return value
+        return _build(expected, value, source, where)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def host_python(host: HostConfig, root: str | Path) -> Path:
+    """The interpreter that runs a host: its built env's python, or the configured one."""
+    if host.python == CURRENT_PYTHON:
+        return Path(sys.executable)
+    if host.python:
+        return Path(host.python)
+    from orchestrator.envs import (
+        checks as envs,  # deferred: envs is only needed for real env-backed hosts
+    )
+
+    return envs.host_python(host.env, root=Path(root))
+
+
+def host_environment(host: HostConfig, root: str | Path) -> dict[str, str]:
+    """The environment every process run inside a host's env gets: ours, the env defaults
+    (numba's cache folder), then the host's own ``env_vars``."""
+    import os
+
+    from orchestrator.envs import checks as envs  # deferred, as in host_python
+
+    return {**os.environ, **envs.host_env_vars(Path(root)), **host.env_vars}

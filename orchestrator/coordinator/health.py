@@ -1,0 +1,103 @@
+"""The health snapshot: what ops see of every host replica and of the coordinator itself.
+
+Built on the broker's thread from the supervisor's replicas (state, pid, restarts, heartbeats),
+the host's own heartbeat (in flight, oldest in-flight age: progress, not just liveness) and
+psutil readings of the host process (RSS, CPU%). Plain JSON-safe dicts: the same snapshot goes
+to the client API, the health CLI and the metrics exporter. Never contains secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from orchestrator.coordinator.supervisor import SERVING, Replica
+
+if TYPE_CHECKING:
+    from orchestrator.coordinator.broker import Broker
+
+
+def replica_health(rep: Replica, now: float) -> dict[str, Any]:
+    hb = rep.heartbeat
+    versions = rep.ready_info.get("versions", {})
+    return {
+        "name": rep.name,
+        "host": rep.host.name,
+        "state": str(rep.state),
+        "reason": rep.last_reason,
+        "last_restart_reason": rep.last_restart_reason,
+        "pid": rep.pid,
+        "uptime_s": round(now - rep.started_at, 2) if rep.proc is not None else 0.0,
+        "state_age_s": round(now - rep.state_since, 2),
+        "restarts": rep.restarts,
+        "last_exit": rep.last_exit,
+        "heartbeat_age_s": round(now - rep.last_heartbeat, 3) if rep.proc is not None else None,
+        "inflight": rep.inflight,
+        "oldest_inflight_s": hb.get("oldest_inflight_s"),
+        "streams": rep.streams,
+        "served": rep.served,
+        "errors": rep.errors,
+        "host_dropped": hb.get("dropped", 0),
+        "rss_mb": rep.rss_mb,
+        "cpu_percent": rep.cpu_percent,
+        "engine": rep.ready_info.get("engine"),
+        "models": dict(rep.models),
+        "unavailable": dict(rep.ready_info.get("unavailable", {})),
+        "versions": versions,
+        "timings": rep.ready_info.get("timings", {}),
+        "memory_limit_mb": rep.host.memory_limit_mb,
+    }
+
+
+def snapshot(broker: Broker) -> dict[str, Any]:
+    """Everything ops want in one JSON object."""
+    now = time.monotonic()
+    replicas = [replica_health(r, now) for r in broker.supervisor.replicas]
+    models: dict[str, Any] = {}
+    for route in broker.config.models.values():
+        ready = [
+            r["name"]
+            for r in replicas
+            if r["host"] in route.hosts and r["state"] in SERVING and route.name in r["models"]
+        ]
+        models[route.name] = {
+            "hosts": list(route.hosts),
+            "aliases": list(route.aliases),
+            "ready": ready,
+        }
+    me = psutil.Process(os.getpid())
+    return {
+        "coordinator": {
+            "pid": os.getpid(),
+            "uptime_s": round(now - broker.started, 2),
+            "rss_mb": round(me.memory_info().rss / 2**20, 1),
+            "queued": len(broker.pending),
+            "inflight": sum(1 for r in broker.requests.values() if not r.answered),
+            "requests": broker.stats.requests,
+            "results": broker.stats.results,
+            "retries": broker.stats.retries,
+            "recycled_stuck": broker.stats.recycled_stuck,
+            "errors_by_code": dict(broker.stats.errors_by_code),
+            "dropped": {
+                "clients": dict(broker.client_drops.by_reason),
+                "hosts": dict(broker.host_drops.by_reason),
+            },
+            "streams": broker.streams.stats(),
+            "config": broker.config.source,
+        },
+        "replicas": replicas,
+        "models": models,
+    }
+
+
+def overall_status(health: dict[str, Any]) -> str:
+    """'ready' when every replica serves, 'degraded' when some is down but every model still has
+    a ready replica, 'down' when some model has none."""
+    if any(not m["ready"] for m in health["models"].values()):
+        return "down"
+    if any(r["state"] not in SERVING for r in health["replicas"]):
+        return "degraded"
+    return "ready"

@@ -1,0 +1,211 @@
+"""The engine interface: the small contract between the host runtime and a speech-to-text stack.
+
+An engine is an adapter over one real library (mlx-audio, qwen-asr) or the synthetic engine. The
+host runtime (``orchestrator.host``) imports it by entry point (``package.module:Class``) inside
+the host's own env, calls :meth:`Engine.load` once per configured model before reporting ready,
+then calls :meth:`Engine.transcribe` from a worker thread for each request. The runtime owns
+sockets, heartbeats, deadlines, resampling and streaming; the engine only turns float32 audio into
+text. Keep this module standard-library + numpy: it is installed into environments we do not
+control.
+
+Writing an engine::
+
+    class MyEngine(Engine):
+        name = "my-stack"
+        supported_options = frozenset({"language", "max_tokens"})
+
+        def load(self, spec: ModelSpec) -> None:
+            self._models[spec.name] = my_stack.load(spec.ref)
+
+        def transcribe(self, model, audio, options) -> EngineResult:
+            out = self._models[model].run(audio)
+            return EngineResult(text=out.text, language=out.language)
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import importlib.metadata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from orchestrator.wire.errors import BadRequestError, ModelUnavailableError, UnknownModelError
+
+#: Sample rate every engine receives; the host runtime resamples to it.
+ENGINE_SAMPLE_RATE = 16_000
+
+#: Options a request may carry. Engines declare the subset they honour; others are refused.
+KNOWN_OPTIONS = frozenset({"language", "context", "max_tokens", "temperature"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model a host serves: ``name`` is what requests say, ``ref`` a hub id or a local path."""
+
+    name: str
+    ref: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Loaded at its first request instead of before the host reports ready.
+    on_demand: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Segment:
+    """A span of the transcript, times in seconds from the start of the audio sent."""
+
+    start: float
+    end: float
+    text: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "text": self.text}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Segment:
+        return cls(float(data["start"]), float(data["end"]), str(data["text"]))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EngineResult:
+    """What an engine returns for one piece of audio."""
+
+    text: str
+    segments: tuple[Segment, ...] = ()
+    language: str | None = None
+    prompt_tokens: int | None = None
+    generation_tokens: int | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "segments": [s.to_wire() for s in self.segments],
+            "language": self.language,
+            "prompt_tokens": self.prompt_tokens,
+            "generation_tokens": self.generation_tokens,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> EngineResult:
+        return cls(
+            text=str(data.get("text", "")),
+            segments=tuple(Segment.from_wire(s) for s in data.get("segments") or ()),
+            language=data.get("language"),
+            prompt_tokens=data.get("prompt_tokens"),
+            generation_tokens=data.get("generation_tokens"),
+            extra=dict(data.get("extra") or {}),
+        )
+
+
+class Engine(abc.ABC):
+    """Base class of every engine. Subclasses set ``name`` and ``supported_options``.
+
+    Thread model: ``load`` runs before the host reports ready; ``transcribe`` runs on worker
+    threads (one at a time unless the host's ``engine_threads`` says otherwise). Raise
+    ``ModelUnavailableError`` from ``load`` when a model cannot be loaded, naming the cause:
+    the host then serves its other models and reports this one unavailable.
+    """
+
+    #: Short name reported in the host's ready message.
+    name: str = "engine"
+    #: Request options this engine honours (a subset of KNOWN_OPTIONS).
+    supported_options: frozenset[str] = frozenset()
+    #: True if the engine streams natively (it then may implement ``open_stream``).
+    native_streaming: bool = False
+    #: Distributions whose versions the host reports (what ops want to see per env).
+    reported_packages: tuple[str, ...] = ("huggingface-hub", "transformers", "numpy", "pyzmq")
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options: dict[str, Any] = dict(options or {})
+
+    @abc.abstractmethod
+    def load(self, spec: ModelSpec) -> None:
+        """Load one model so that ``transcribe(spec.name, ...)`` can serve it."""
+
+    @abc.abstractmethod
+    def transcribe(self, model: str, audio: np.ndarray, options: Mapping[str, Any]) -> EngineResult:
+        """Transcribe mono float32 audio at ENGINE_SAMPLE_RATE, values in [-1, 1]."""
+
+    def warmup(self, model: str) -> None:
+        """Run one short transcript so that 'ready' means 'has served', not 'has imported'."""
+        self.transcribe(model, np.zeros(ENGINE_SAMPLE_RATE // 2, dtype=np.float32), {})
+
+    def capabilities(self) -> dict[str, Any]:
+        """What the ready message advertises beyond the model list."""
+        return {
+            "streaming": True,  # the host runtime streams for every engine
+            "native_streaming": self.native_streaming,
+            "options": sorted(self.supported_options),
+            "sample_rate": ENGINE_SAMPLE_RATE,
+        }
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the packages that matter, read from inside this env."""
+        return package_versions(self.reported_packages)
+
+    def close(self) -> None:
+        """Release models before the host exits. Default: nothing to do."""
+
+    def load_options(
+        self, spec: ModelSpec, load_only: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
+        """Engine options overlaid with the model's own; names that neither a request nor a load
+        takes make the model unavailable (a typo in a config must not load silently)."""
+        options = {**self.options, **spec.options}
+        known = self.supported_options | load_only
+        unknown = set(options) - known
+        if unknown:
+            raise ModelUnavailableError(
+                f"model {spec.name!r}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}",
+                model=spec.name,
+            )
+        return options
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse options this engine does not honour, rather than silently ignoring them."""
+        unknown = set(options) - self.supported_options
+        if unknown:
+            raise BadRequestError(
+                f"engine {self.name!r} does not support option(s) {sorted(unknown)}; "
+                f"supported: {sorted(self.supported_options)}",
+                options=sorted(unknown),
+            )
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions of ``names``; a missing distribution reads as ``"absent"``."""
+    found: dict[str, str] = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def load_engine_class(entry_point: str) -> type[Engine]:
+    """Import ``package.module:Class`` and check it is an Engine."""
+    module_name, sep, attr = entry_point.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(
+            f"engine entry point {entry_point!r} is not of the form package.module:Class"
+        )
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise TypeError(f"{entry_point!r} is not a subclass of orchestrator.host.engine.Engine")
+    return cls
+
+
+def require_model(models: Mapping[str, Any], model: str) -> Any:
+    """Look a loaded model up, raising the typed error engines share."""
+    try:
+        return models[model]
+    except KeyError:
+        raise UnknownModelError(
+            f"model {model!r} is not loaded on this host", model=model
+        ) from None

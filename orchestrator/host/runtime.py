@@ -1,0 +1,520 @@
+"""Model host runtime: the process the supervisor starts inside each host env.
+
+    envs/<host>/bin/python -m orchestrator.host --identity mlx_host.0 --endpoint ipc://... \
+        --parent-pid 1234
+
+The boot document (signing key, engine entry point, models, timings) arrives as one JSON line on
+stdin, so the key is never in argv or the environment. The runtime then:
+
+- loads the engine and its models on a worker thread, heartbeating all the while, and says READY
+  only after every model loaded (or was found unavailable) and ran a warm-up transcript;
+- runs one-shot requests and stream decodes on a bounded worker pool, so the main thread keeps
+  answering heartbeats while a model computes;
+- exits by itself when the coordinator is gone: PR_SET_PDEATHSIG on Linux, its parent pid
+  changing, stdin closing (macOS has no death signal), or the coordinator falling silent.
+
+Standard library, pyzmq and numpy only: this file is installed into envs we do not control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from orchestrator.audio.pcm import decode_payload
+from orchestrator.audio.resample import resample
+from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
+from orchestrator.host.streams import HostStreams
+from orchestrator.wire.contract import EXIT_ENGINE_FAILED, EXIT_OK, EXIT_ORPHANED
+from orchestrator.wire.errors import (
+    BadRequestError,
+    DeadlineExceededError,
+    InternalError,
+    ModelUnavailableError,
+    OrchestratorError,
+    UnknownModelError,
+)
+from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, error_message
+
+log = logging.getLogger("orchestrator.host")
+
+#: How often the main loop wakes up at least (orphan checks, heartbeats).
+MAX_POLL_INTERVAL_S = 0.1
+#: Messages read per turn of the main loop before heartbeats and completions get their turn.
+MAX_MESSAGES_PER_TURN = 200
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    """Everything the coordinator tells a host at start, read from stdin."""
+
+    key: bytes
+    engine: str
+    models: tuple[ModelSpec, ...]
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    engine_threads: int = 1
+    heartbeat_interval_s: float = 0.25
+    orphan_timeout_s: float = 2.5
+    max_message_bytes: int = 16 * 1024 * 1024
+    segmenter: dict[str, Any] = field(default_factory=dict)
+    warmup: bool = True
+
+    @classmethod
+    def from_json(cls, line: str) -> BootConfig:
+        data = json.loads(line)
+        return cls(
+            key=bytes.fromhex(data["key"]),
+            engine=data["engine"],
+            models=tuple(
+                ModelSpec(m["name"], m["ref"], m.get("options") or {}, bool(m.get("on_demand")))
+                for m in data["models"]
+            ),
+            engine_options=data.get("engine_options") or {},
+            engine_threads=int(data.get("engine_threads", 1)),
+            heartbeat_interval_s=float(data.get("heartbeat_interval_s", 0.25)),
+            orphan_timeout_s=float(data.get("orphan_timeout_s", 2.5)),
+            max_message_bytes=int(data.get("max_message_bytes", 16 * 1024 * 1024)),
+            segmenter=data.get("segmenter") or {},
+            warmup=bool(data.get("warmup", True)),
+        )
+
+
+class HostRuntime:
+    """One host process: a socket loop on the main thread, engine work on a worker pool."""
+
+    def __init__(self, boot: BootConfig, identity: str, endpoint: str, parent_pid: int) -> None:
+        self.boot = boot
+        self.identity = identity
+        self.parent_pid = parent_pid
+        self.codec = Codec(boot.key, max_message_bytes=boot.max_message_bytes)
+        self.drops = DropCounter()
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 10_000)
+        self.sock.setsockopt(zmq.RCVHWM, 10_000)
+        self.sock.connect(endpoint)
+        self.engine: Engine | None = None
+        self.state = "loading"
+        self.models: dict[str, ModelSpec] = {}
+        self.unavailable: dict[str, str] = {}
+        #: Models loaded at their first request rather than before READY.
+        self.on_demand: dict[str, ModelSpec] = {m.name: m for m in boot.models if m.on_demand}
+        self.load_timings: dict[str, float] = {}
+        self._load_lock = threading.Lock()
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=boot.engine_threads, thread_name_prefix="engine"
+        )
+        self.done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self.inflight: dict[str, float] = {}  # request or decode id -> start (monotonic)
+        self.served = 0
+        self.errors = 0
+        self.stopping = False
+        self.draining = False
+        self.exit_code = EXIT_OK
+        self.last_heard = time.monotonic()
+        self.parent_gone = threading.Event()
+        self.streams: HostStreams | None = None  # created once the engine is loaded
+
+    # ----------------------------------------------------------------- plumbing
+    def send(self, msg: Message) -> None:
+        try:
+            self.sock.send_multipart(self.codec.encode(msg), flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("coordinator queue full; dropped %s", msg.kind)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the main thread (worker threads never touch the socket)."""
+        self.done.put(fn)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def submit(
+        self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
+    ) -> None:
+        """Run ``work`` on the pool; ``reply(result, error)`` later runs on the main thread."""
+        self.inflight[job_id] = time.monotonic()
+
+        def run() -> None:
+            try:
+                result, error = work(), None
+            except OrchestratorError as exc:
+                result, error = None, exc
+            except Exception as exc:  # an engine bug must reach the caller, not kill the host
+                log.exception("engine failed on %s", job_id)
+                result, error = None, InternalError(f"{type(exc).__name__}: {exc}")
+
+            def finish() -> None:
+                self.inflight.pop(job_id, None)
+                if error is None:
+                    self.served += 1
+                else:
+                    self.errors += 1
+                reply(result, error)
+
+            self.call_soon(finish)
+
+        self.pool.submit(run)
+
+    # ----------------------------------------------------------------- start-up
+    def load_model(self, engine: Engine, spec: ModelSpec) -> float:
+        """Load (and warm up) one model on the calling worker thread; returns seconds taken."""
+        started = time.monotonic()
+        try:
+            engine.load(spec)
+            if self.boot.warmup:
+                engine.warmup(spec.name)
+        except ModelUnavailableError as exc:
+            self.unavailable[spec.name] = exc.message
+            log.warning("model %s unavailable: %s", spec.name, exc.message)
+            raise
+        except Exception as exc:  # a loader bug is still "this model is unavailable here"
+            self.unavailable[spec.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("model %s failed to load: %s", spec.name, exc)
+            raise ModelUnavailableError(
+                f"model {spec.name!r} ({spec.ref}) failed to load: {type(exc).__name__}: {exc}",
+                model=spec.name,
+            ) from exc
+        self.models[spec.name] = spec
+        self.unavailable.pop(spec.name, None)
+        return time.monotonic() - started
+
+    def ensure_model(self, model: str) -> None:
+        """Load an on-demand model before its first use (worker thread; loads one at a time)."""
+        if model in self.models:
+            return
+        with self._load_lock:
+            if model in self.models:
+                return
+            if model in self.unavailable:
+                self.check_model(model)  # raises the recorded cause
+            assert self.engine is not None
+            log.info("loading on-demand model %s (%s)", model, self.on_demand[model].ref)
+            try:
+                self.load_timings[f"load_s.{model}"] = self.load_model(
+                    self.engine, self.on_demand[model]
+                )
+            finally:
+                self.call_soon(lambda: self.send(self.ready_message()))  # models changed
+
+    def start_loading(self) -> None:
+        def load() -> dict[str, Any]:
+            t0 = time.monotonic()
+            cls = load_engine_class(self.boot.engine)
+            engine = cls(self.boot.engine_options)
+            self.load_timings["import_s"] = time.monotonic() - t0
+            for spec in self.boot.models:
+                if spec.name in self.on_demand:
+                    continue
+                # A model that fails is recorded as unavailable; the host serves the others.
+                with contextlib.suppress(ModelUnavailableError):
+                    self.load_timings[f"load_s.{spec.name}"] = self.load_model(engine, spec)
+            self.engine = engine
+            return self.load_timings
+
+        def loaded(timings: Any, error: Any) -> None:
+            if error is not None or self.engine is None:
+                log.error("engine %s failed to start: %s", self.boot.engine, error)
+                self.send(error_message(InternalError(f"engine failed to start: {error}"), None))
+                self.exit_code = EXIT_ENGINE_FAILED
+                self.stopping = True
+                return
+            self.streams = HostStreams(self)
+            self.state = "ready"
+            self.send(self.ready_message())
+
+        def run() -> None:
+            try:
+                result, error = load(), None
+            except BaseException as exc:
+                result, error = None, exc
+            self.call_soon(lambda: loaded(result, error))
+
+        threading.Thread(target=run, name="engine-load", daemon=True).start()
+
+    def ready_message(self) -> Message:
+        """What this host serves; sent once loaded, and again whenever its models change."""
+        assert self.engine is not None
+        versions = self.engine.versions()
+        versions["python"] = ".".join(map(str, sys.version_info[:3]))
+        return Message(
+            Kind.READY,
+            {
+                "pid": os.getpid(),
+                "engine": self.engine.name,
+                "models": {name: spec.ref for name, spec in self.models.items()},
+                "on_demand": {
+                    name: spec.ref
+                    for name, spec in self.on_demand.items()
+                    if name not in self.models and name not in self.unavailable
+                },
+                "unavailable": dict(self.unavailable),
+                "capabilities": self.engine.capabilities(),
+                "versions": versions,
+                "timings": dict(self.load_timings),
+            },
+        )
+
+    # ----------------------------------------------------------------- requests
+    def handle(self, msg: Message) -> None:
+        kind = msg.kind
+        if kind is Kind.HEARTBEAT:
+            return
+        if kind is Kind.TRANSCRIBE:
+            self.on_transcribe(msg)
+        elif kind in (Kind.STREAM_OPEN, Kind.STREAM_AUDIO, Kind.STREAM_CLOSE):
+            if self.streams is None:
+                self.reply_error(msg, InternalError("host is still loading"))
+            else:
+                self.streams.handle(msg)
+        elif kind is Kind.SHUTDOWN:
+            # Finish what is in flight, then exit; the supervisor's SIGTERM bounds the wait.
+            log.info("shutdown requested; draining %d job(s)", len(self.inflight))
+            self.draining = True
+        else:
+            log.debug("ignored %s", kind)
+
+    def reply_error(self, msg: Message, err: OrchestratorError, **extra: Any) -> None:
+        self.send(error_message(err, msg.header.get("id"), **extra))
+
+    def check_model(self, model: str) -> None:
+        """Raise the typed error if this host cannot serve ``model`` (on-demand ones it can)."""
+        if model in self.models or (model in self.on_demand and model not in self.unavailable):
+            return
+        if model in self.unavailable:
+            raise ModelUnavailableError(
+                f"model {model!r} is unavailable on {self.identity}: {self.unavailable[model]}",
+                model=model,
+            )
+        raise UnknownModelError(f"model {model!r} is not served by {self.identity}", model=model)
+
+    def prepare_audio(self, header: dict[str, Any], payloads: list[bytes]) -> np.ndarray:
+        """Decode and resample a request's audio to what engines take."""
+        if len(payloads) != 1:
+            raise BadRequestError(f"expected one audio payload frame, got {len(payloads)}")
+        rate = header.get("sample_rate")
+        samples = decode_payload(payloads[0], header.get("format", "pcm16"), rate)
+        return resample(samples, int(rate), ENGINE_SAMPLE_RATE)
+
+    def on_transcribe(self, msg: Message) -> None:
+        header = msg.header
+        request_id = str(header.get("id", ""))
+        received = time.monotonic()
+        try:
+            if self.engine is None:
+                raise InternalError("host is still loading")
+            model = str(header.get("model", ""))
+            self.check_model(model)
+            options = header.get("options") or {}
+            if not isinstance(options, dict):
+                raise BadRequestError("options must be an object")
+            self.engine.check_options(options)
+            samples = self.prepare_audio(header, msg.payloads)
+            timeout_s = header.get("timeout_s", 30.0)
+            if not isinstance(timeout_s, int | float) or isinstance(timeout_s, bool):
+                raise BadRequestError(f"timeout_s must be a number, got {timeout_s!r}")
+        except OrchestratorError as exc:
+            self.errors += 1
+            self.reply_error(msg, exc)
+            return
+        deadline = received + timeout_s
+        engine = self.engine
+
+        def work() -> dict[str, Any]:
+            started = time.monotonic()
+            if started > deadline:
+                raise DeadlineExceededError("deadline passed while queued on the host")
+            self.ensure_model(model)
+            result = engine.transcribe(model, samples, options)
+            return {
+                "result": result.to_wire(),
+                "host_queued_s": started - received,
+                "compute_s": time.monotonic() - started,
+            }
+
+        def reply(out: Any, error: Any) -> None:
+            if error is not None:
+                self.reply_error(msg, error)
+            else:
+                self.send(Message(Kind.RESULT, {"id": request_id, **out}))
+
+        self.submit(f"req:{request_id}", work, reply)
+
+    # ----------------------------------------------------------------- main loop
+    def heartbeat(self) -> Message:
+        now = time.monotonic()
+        oldest = min(self.inflight.values(), default=now)
+        header: dict[str, Any] = {
+            "state": self.state,
+            "inflight": len(self.inflight),
+            "oldest_inflight_s": round(now - oldest, 3),
+            "served": self.served,
+            "errors": self.errors,
+            "dropped": self.drops.total,
+        }
+        if self.streams is not None:
+            header.update(self.streams.stats())
+        return Message(Kind.HEARTBEAT, header)
+
+    def orphaned(self, now: float) -> str | None:
+        if self.parent_gone.is_set():
+            return "stdin closed"
+        if os.getppid() != self.parent_pid:
+            return "parent process changed"
+        if now - self.last_heard > self.boot.orphan_timeout_s:
+            return f"coordinator silent for {now - self.last_heard:.1f}s"
+        return None
+
+    def run(self) -> int:
+        self.start_loading()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        interval = self.boot.heartbeat_interval_s
+        next_beat = time.monotonic()
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= next_beat:
+                self.send(self.heartbeat())
+                next_beat = now + interval
+            timeout = max(0.0, min(next_beat - now, MAX_POLL_INTERVAL_S))
+            events = dict(poller.poll(timeout * 1000))
+            if self.sock in events:
+                self.drain_socket()
+            if self._wake_r in events:
+                self.drain_completions()
+            if self.draining and not self.inflight:
+                break
+            reason = self.orphaned(time.monotonic())
+            if reason:
+                log.warning("exiting, coordinator gone: %s", reason)
+                return EXIT_ORPHANED
+        self.drain_completions()
+        return self.exit_code
+
+    def drain_socket(self) -> None:
+        # Bounded, so a flood of audio cannot starve heartbeats and finished decodes; the
+        # rest is read on the next turn of the loop.
+        for _ in range(MAX_MESSAGES_PER_TURN):
+            try:
+                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.last_heard = time.monotonic()
+            try:
+                msg = self.codec.decode([f.buffer for f in frames])
+            except OrchestratorError as exc:
+                self.drops.add(exc)  # counted, reported in heartbeats, never fatal
+                continue
+            # A bug, or a header nobody foresaw: answer it, never die of it.
+            try:
+                self.handle(msg)
+            except Exception as exc:
+                log.exception("failed to handle %s", msg.kind)
+                self.errors += 1
+                self.reply_error(msg, InternalError(f"{type(exc).__name__}: {exc}"))
+
+    def drain_completions(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 65536)
+        while True:
+            try:
+                fn = self.done.get_nowait()
+            except queue.Empty:
+                return
+            fn()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.sock.close(linger=200)
+        self.ctx.term()
+
+
+def _set_parent_death_signal() -> None:
+    """Ask Linux to SIGKILL us when the spawning thread's process dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
+def _watch_stdin(gone: threading.Event) -> None:
+    """stdin is our pipe from the coordinator: EOF means it died (the macOS safety net)."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    gone.set()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.host", description=__doc__)
+    parser.add_argument(
+        "--identity", required=True, help="name.replica the coordinator knows us by"
+    )
+    parser.add_argument("--endpoint", required=True, help="coordinator's host socket")
+    parser.add_argument("--parent-pid", type=int, required=True, help="exit when this pid is gone")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    _set_parent_death_signal()
+    if os.getppid() != args.parent_pid:  # parent died before prctl took effect
+        return EXIT_ORPHANED
+    line = sys.stdin.readline()
+    if not line:
+        return EXIT_ORPHANED
+    boot = BootConfig.from_json(line)
+    runtime = HostRuntime(boot, args.identity, args.endpoint, args.parent_pid)
+    threading.Thread(target=_watch_stdin, args=(runtime.parent_gone,), daemon=True).start()
+
+    def on_term(signum: int, frame: object) -> None:
+        runtime.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator, not the terminal, stops us
+    code = EXIT_ORPHANED
+    try:
+        code = runtime.run()
+    except BaseException:
+        log.exception("host runtime crashed")  # os._exit below would swallow the traceback
+        raise
+    finally:
+        runtime.close()
+        # Engine threads may be stuck in native code; do not wait for them.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The synthetic engine: no ML, output derived from the audio, faults on demand.
+
+It serves the orchestrator's own tests and benchmarks. Its text is a fingerprint of the audio it
+received, so a test can prove that audio arrived intact, complete and in order::
+
+    "n=32000 sum=-1234 sq=5.67e+08 first=12 last=-3"
+
+``n`` is the number of samples, ``sum`` the sum of their PCM16 values, ``sq`` the sum of squares,
+``first``/``last`` the first and last sample values. Adding ``n`` and ``sum`` over a stream's
+finals must give the totals of what the client sent: nothing lost, nothing twice.
+
+Faults, from engine options (the host's whole life) or per request through the ``context``
+option (``"hang"``, ``"crash"``, ``"delay=0.2"``, ``"leak=50"``, comma separated):
+``delay_s`` sleeps per call, ``crash_on_start`` exits during load, ``crash_after_requests``
+and ``hang_after_requests`` fail the N-th request, ``leak_mb_per_request`` grows memory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from orchestrator.host.engine import Engine, EngineResult, ModelSpec, Segment, require_model
+from orchestrator.wire.errors import ModelUnavailableError
+
+CRASH_EXIT_CODE = 70
+
+
+def fingerprint(pcm16: np.ndarray) -> dict[str, int | float]:
+    """The numbers the synthetic text is made of; tests compute the same on what they sent."""
+    values = pcm16.astype(np.int64)
+    return {
+        "n": int(values.size),
+        "sum": int(values.sum()),
+        "sq": float((values * values).sum()),
+        "first": int(values[0]) if values.size else 0,
+        "last": int(values[-1]) if values.size else 0,
+    }
+
+
+def format_fingerprint(fp: Mapping[str, int | float]) -> str:
+    return f"n={fp['n']} sum={fp['sum']} sq={fp['sq']:.6e} first={fp['first']} last={fp['last']}"
+
+
+def parse_fingerprint(text: str) -> dict[str, float]:
+    """Inverse of ``format_fingerprint`` (tests read results back with it)."""
+    return {k: float(v) for k, v in (part.split("=", 1) for part in text.split())}
+
+
+class SyntheticEngine(Engine):
+    """An engine whose 'transcript' is a fingerprint of its input audio."""
+
+    name = "synthetic"
+    supported_options = frozenset({"language", "context", "max_tokens", "temperature"})
+    reported_packages = ("numpy", "pyzmq")
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self._models: dict[str, ModelSpec] = {}
+        self._requests = 0
+        self._lock = threading.Lock()
+        self._leaked: list[bytearray] = []
+
+    def load(self, spec: ModelSpec) -> None:
+        if self.options.get("crash_on_start"):
+            os._exit(CRASH_EXIT_CODE)
+        if spec.ref.startswith("missing:"):
+            raise ModelUnavailableError(
+                f"model {spec.name!r} ({spec.ref}): no such synthetic model", model=spec.name
+            )
+        time.sleep(float(self.options.get("load_delay_s", 0.0)))
+        self._models[spec.name] = spec
+
+    def warmup(self, model: str) -> None:
+        # Warm-up must not count towards crash_after_requests / hang_after_requests.
+        require_model(self._models, model)
+
+    def transcribe(self, model: str, audio: np.ndarray, options: Mapping[str, Any]) -> EngineResult:
+        require_model(self._models, model)
+        faults = _parse_faults(str(options.get("context", "")))
+        with self._lock:
+            self._requests += 1
+            count = self._requests
+        if faults.get("crash") or count == self.options.get("crash_after_requests"):
+            os._exit(CRASH_EXIT_CODE)
+        if faults.get("hang") or count == self.options.get("hang_after_requests"):
+            threading.Event().wait()  # forever: the supervisor must notice and recycle us
+        leak_mb = float(faults.get("leak", self.options.get("leak_mb_per_request", 0.0)))
+        if leak_mb:
+            block = bytearray(int(leak_mb * 1024 * 1024))
+            block[::4096] = b"x" * len(block[::4096])  # touch pages so RSS really grows
+            self._leaked.append(block)
+        delay = float(faults.get("delay", self.options.get("delay_s", 0.0)))
+        if delay:
+            time.sleep(delay)
+        # PCM16 decodes as value / 32768, so this recovers the exact integers the client sent.
+        pcm16 = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
+        fp = fingerprint(pcm16)
+        text = format_fingerprint(fp)
+        duration = audio.size / 16_000
+        return EngineResult(
+            text=text,
+            segments=(Segment(0.0, duration, text),),
+            language=str(options.get("language") or "en"),
+            prompt_tokens=0,
+            generation_tokens=len(text.split()),
+            extra={"fingerprint": fp},
+        )
+
+
+def _parse_faults(context: str) -> dict[str, Any]:
+    faults: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in context.split(","))):
+        key, _, value = part.partition("=")
+        faults[key] = float(value) if value else True
+    return faults

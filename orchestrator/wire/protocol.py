@@ -1,0 +1,190 @@
+"""The wire protocol spoken between clients, the coordinator and model hosts.
+
+A message is a list of ZeroMQ frames (after any ROUTER identity frames)::
+
+    [b"orc/2"] [signature] [kind] [header: JSON] [payload] [payload] ...
+
+- ``orc/2`` carries the protocol version, so a peer from another release is refused before
+  anything else is read.
+- ``signature`` is HMAC-SHA256 over every other frame, payloads included (Jupyter signs only its
+  JSON; we sign the audio too). The key is random per run and reaches hosts on their stdin.
+- ``header`` is a small JSON object. Audio is never in it: it travels as raw little-endian
+  payload frames, never base64 or pickle.
+
+``Codec`` is the only place that builds or checks frames. Anything that fails a check raises
+``ProtocolError`` with a short ``reason``; receivers count the reason and drop the frames, so
+garbage never crashes a process. Standard library only: hosts import this in every env.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.wire.errors import ProtocolError
+
+#: 2: signatures cover each frame's length (frame boundaries), not just the bytes.
+PROTOCOL_VERSION = 2
+VERSION_FRAME = f"orc/{PROTOCOL_VERSION}".encode()
+#: Digests remembered to reject replays (Jupyter keeps the same number).
+REPLAY_HISTORY_SIZE = 65_536
+#: Default ceiling of one whole message, header and payloads (config may lower or raise it).
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Headers are small; a large one is an attack or a bug.
+MAX_HEADER_BYTES = 64 * 1024
+KEY_BYTES = 32
+
+Frames = Sequence[bytes | memoryview]
+#: One encoder for every header: ``json.dumps`` with any non-default argument builds a new
+#: JSONEncoder per call, a third of the cost of encoding a small header.
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+class Kind(enum.StrEnum):
+    """Message kinds. The value is what travels in the kind frame."""
+
+    READY = "ready"  # host -> coordinator: models, capabilities, pid, versions
+    HEARTBEAT = "hb"  # both ways; host adds load and in-flight ages
+    TRANSCRIBE = "transcribe"  # client -> coordinator -> host: one-shot request
+    RESULT = "result"  # host -> coordinator -> client
+    ERROR = "error"  # anyone -> requester, with a stable code
+    STREAM_OPEN = "stream_open"
+    STREAM_AUDIO = "stream_audio"
+    STREAM_EVENT = "stream_event"  # partial / final / host_changed / lag / closed
+    STREAM_CLOSE = "stream_close"
+    SHUTDOWN = "shutdown"  # coordinator -> host: finish and exit
+    HEALTH = "health"  # client -> coordinator
+    HEALTH_REPLY = "health_reply"
+    CONTROL = "control"  # client -> coordinator: admin actions (stop/start a host)
+    CONTROL_REPLY = "control_reply"
+
+
+_KINDS = {k.value.encode(): k for k in Kind}
+
+
+@dataclass(slots=True)
+class Message:
+    """One decoded message: its kind, a JSON header and raw payload frames."""
+
+    kind: Kind
+    header: dict[str, Any] = field(default_factory=dict)
+    payloads: list[bytes] = field(default_factory=list)
+
+
+def new_key() -> bytes:
+    """A fresh random signing key for one run."""
+    return os.urandom(KEY_BYTES)
+
+
+class Codec:
+    """Encodes, signs, verifies and decodes messages under one key.
+
+    One codec per socket owner (not thread-safe: its replay history is plain state).
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        replay_history: int = REPLAY_HISTORY_SIZE,
+    ) -> None:
+        if len(key) < 16:
+            raise ValueError("signing key must be at least 16 bytes")
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self.max_message_bytes = max_message_bytes
+        self._history_size = replay_history
+        self._seen: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        # A unique message id makes every signature unique, so the replay check never
+        # rejects two honest messages that happen to say the same thing (two heartbeats).
+        self._mid_prefix = os.urandom(6).hex()
+        self._mid_count = 0
+
+    def _sign(self, frames: Sequence[bytes | memoryview]) -> bytes:
+        # Each frame's length goes in before the frame, so re-splitting frames (or adding an
+        # empty one) changes the digest: the signature binds the boundaries, not just the bytes.
+        mac = self._mac.copy()
+        for frame in frames:
+            mac.update(len(frame).to_bytes(8, "little"))
+            mac.update(frame)
+        return mac.digest()
+
+    def sign(self, frames: Sequence[bytes | memoryview]) -> bytes:
+        """The signature of a message body (kind, header, payloads): for tools and tests."""
+        return self._sign(frames)
+
+    def encode(self, msg: Message) -> list[bytes]:
+        """Frames ready for ``send_multipart`` (identity frames are the caller's)."""
+        self._mid_count += 1
+        msg.header["mid"] = f"{self._mid_prefix}{self._mid_count:x}"
+        header = _HEADER_ENCODER.encode(msg.header).encode()
+        kind = msg.kind.value.encode()
+        body = [kind, header, *msg.payloads]
+        return [VERSION_FRAME, self._sign(body), *body]
+
+    def decode(self, frames: Frames) -> Message:
+        """Check and decode; raises ProtocolError(reason) and changes no state on failure."""
+        if len(frames) < 4:
+            raise ProtocolError("too few frames", reason="malformed")
+        if bytes(frames[0]) != VERSION_FRAME:
+            raise ProtocolError(f"protocol version {bytes(frames[0])[:16]!r}", reason="version")
+        total = sum(len(f) for f in frames)
+        if total > self.max_message_bytes:
+            raise ProtocolError(
+                f"message of {total} bytes over the {self.max_message_bytes} byte limit",
+                reason="oversize",
+            )
+        body = frames[2:]
+        digest = self._sign(body)
+        if not hmac.compare_digest(digest, bytes(frames[1])):
+            raise ProtocolError("bad signature", reason="signature")
+        if digest in self._seen:
+            raise ProtocolError("replayed message", reason="replay")
+        kind = _KINDS.get(bytes(body[0]))
+        if kind is None:
+            raise ProtocolError(f"unknown kind {bytes(body[0])[:32]!r}", reason="kind")
+        if len(body[1]) > MAX_HEADER_BYTES:
+            raise ProtocolError("header too large", reason="oversize")
+        try:
+            header = json.loads(bytes(body[1]))
+        except (ValueError, RecursionError):  # also a 5000-digit number, or nesting past the stack
+            raise ProtocolError("header is not JSON", reason="malformed") from None
+        if not isinstance(header, dict):
+            raise ProtocolError("header is not a JSON object", reason="malformed")
+        self._remember(digest)
+        return Message(kind, header, [bytes(p) for p in body[2:]])
+
+    def _remember(self, digest: bytes) -> None:
+        seen = self._seen
+        seen[digest] = None
+        if len(seen) > self._history_size:
+            seen.popitem(last=False)
+
+
+class DropCounter:
+    """Counts dropped frames by reason; health and metrics read it."""
+
+    def __init__(self) -> None:
+        self.by_reason: collections.Counter[str] = collections.Counter()
+
+    def add(self, err: ProtocolError) -> None:
+        self.by_reason[str(err.details.get("reason", "malformed"))] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+
+def error_message(err: Any, request_id: str | None = None, **extra: Any) -> Message:
+    """An ERROR message for a typed OrchestratorError (``err.to_wire()``)."""
+    header: dict[str, Any] = {"error": err.to_wire(), **extra}
+    if request_id is not None:
+        header["id"] = request_id
+    return Message(Kind.ERROR, header)
