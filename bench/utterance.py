@@ -28,7 +28,12 @@ from bench.profiles import Profile
 from bench.report import Figure
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import config_from_dict
-from orchestrator.host.segmenter import DecodeFinal, DecodePartial, SegmenterConfig, StreamSegmenter
+from orchestrator.host.segmenter import (
+    DecodeFinal,
+    DecodePartial,
+    SegmenterSettings,
+    StreamSegmenter,
+)
 from orchestrator.host.synthetic import SyntheticEngine
 
 GROUP = "streaming"
@@ -119,7 +124,7 @@ def _through_orchestrator(streams: int, bursts: int) -> dict[str, list[float]]:
 def _in_process(bursts: int) -> dict[str, list[float]]:
     """Same audio, same pace, the segmenter and engine inline: the floor of the design."""
     audio, ends = _audio(bursts, seed=0)
-    seg, engine = StreamSegmenter(SegmenterConfig()), SyntheticEngine()
+    seg, engine = StreamSegmenter(SegmenterSettings()), SyntheticEngine()
     from orchestrator.host.engine import ModelSpec
 
     engine.load(ModelSpec("echo", "synthetic"))

@@ -32,6 +32,7 @@ import zmq.asyncio
 from orchestrator.audio import pcm as audio_mod
 from orchestrator.coordinator.runtime_dir import read_connection_file
 from orchestrator.host.engine import KNOWN_OPTIONS, Segment
+from orchestrator.wire.contract import DEFAULT_MAX_MESSAGE_BYTES
 from orchestrator.wire.errors import (
     BadAudioError,
     BadRequestError,
@@ -41,7 +42,7 @@ from orchestrator.wire.errors import (
     StreamClosedError,
     error_from_wire,
 )
-from orchestrator.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Codec, Kind, Message
+from orchestrator.wire.protocol import Codec, Kind, Message
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
 REPLY_GRACE_S = 5.0

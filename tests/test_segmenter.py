@@ -16,7 +16,7 @@ from orchestrator.host.segmenter import (
     DecodePartial,
     EnergyVoiceDetector,
     FinalReason,
-    SegmenterConfig,
+    SegmenterSettings,
     StreamSegmenter,
     frame_level_dbfs,
 )
@@ -85,7 +85,7 @@ SPEECHY, SPEECHY_BURSTS = stream_of(
 
 
 def test_one_final_per_burst_with_plausible_times():
-    config = SegmenterConfig()
+    config = SegmenterSettings()
     out = finals(run(StreamSegmenter(config), SPEECHY, chunk=333))
     assert len(out) == len(SPEECHY_BURSTS)
     for i, (final, (start, end)) in enumerate(zip(out, SPEECHY_BURSTS, strict=True)):
@@ -119,7 +119,7 @@ def test_finals_concatenate_to_the_stream_when_pauses_fit_the_pre_roll():
     x, bursts = stream_of(
         silence(0.5), tone(1.0), silence(1.2), noise(0.6), silence(0.8), tone(0.7), silence(0.1)
     )
-    segmenter = StreamSegmenter(SegmenterConfig(pre_roll_ms=1_000))
+    segmenter = StreamSegmenter(SegmenterSettings(pre_roll_ms=1_000))
     out = finals(run(segmenter, x, chunk=112))
     assert [f.reason for f in out] == ["silence", "silence", "flush"]
     assert np.array_equal(np.concatenate([f.audio for f in out]), x)
@@ -166,7 +166,7 @@ def test_accounting_balances_after_every_push():
 
 def test_partials_come_at_the_configured_cadence_for_a_long_burst():
     x, _ = stream_of(silence(0.5), tone(5.0), silence(1.0))
-    actions = run(StreamSegmenter(SegmenterConfig(partial_interval_ms=500)), x, chunk=320)
+    actions = run(StreamSegmenter(SegmenterSettings(partial_interval_ms=500)), x, chunk=320)
     parts, (final,) = partials(actions), finals(actions)
     assert actions.index(final) > actions.index(parts[-1])  # the final comes after its partials
     ends = [p.end_s for p in parts]
@@ -231,7 +231,7 @@ def test_partials_resume_once_decoding_catches_up():
 
 def test_long_speech_is_cut_at_max_length_without_losing_a_sample():
     x, _ = stream_of(silence(0.5), noise(14.0, seed=3), silence(1.0))
-    config = SegmenterConfig(max_utterance_s=4.0, pre_roll_ms=200)
+    config = SegmenterSettings(max_utterance_s=4.0, pre_roll_ms=200)
     segmenter = StreamSegmenter(config)
     out = finals(run(segmenter, x, chunk=333))
     assert [f.reason for f in out] == ["max_length"] * 3 + ["silence"]
@@ -248,7 +248,7 @@ def test_long_speech_is_cut_at_max_length_without_losing_a_sample():
 
 def test_speech_that_stops_right_at_a_max_length_cut_gets_no_empty_final():
     x, _ = stream_of(tone(4.0), silence(2.0), tone(0.5), silence(1.0))
-    config = SegmenterConfig(max_utterance_s=4.0, pre_roll_ms=0)
+    config = SegmenterSettings(max_utterance_s=4.0, pre_roll_ms=0)
     out = finals(run(StreamSegmenter(config), x))
     assert [(f.reason, f.start_s) for f in out] == [("max_length", 0.0), ("silence", 6.0)]
 
@@ -290,7 +290,7 @@ def test_the_stream_goes_on_after_a_flush_in_stream_time():
 
 def test_clicks_shorter_than_min_speech_open_no_utterance():
     x, _ = stream_of(silence(0.5), tone(0.04, amplitude=0.9), silence(1.0))
-    segmenter = StreamSegmenter(SegmenterConfig(min_speech_ms=60))
+    segmenter = StreamSegmenter(SegmenterSettings(min_speech_ms=60))
     assert run(segmenter, x) == []
     assert segmenter.stats.samples_discarded_silence == x.size
 
@@ -298,8 +298,10 @@ def test_clicks_shorter_than_min_speech_open_no_utterance():
 def test_quiet_audio_below_the_threshold_is_silence():
     quiet = tone(2.0, amplitude=10 ** (-50 / 20) * np.sqrt(2))  # -50 dBFS RMS
     assert frame_level_dbfs(quiet[:320]) == pytest.approx(-50, abs=0.1)
-    assert run(StreamSegmenter(SegmenterConfig(speech_threshold_dbfs=-45)), quiet) == []
-    assert len(finals(run(StreamSegmenter(SegmenterConfig(speech_threshold_dbfs=-55)), quiet))) == 1
+    assert run(StreamSegmenter(SegmenterSettings(speech_threshold_dbfs=-45)), quiet) == []
+    assert (
+        len(finals(run(StreamSegmenter(SegmenterSettings(speech_threshold_dbfs=-55)), quiet))) == 1
+    )
 
 
 def test_adaptive_noise_floor_separates_bursts_in_a_noisy_room():
@@ -308,9 +310,9 @@ def test_adaptive_noise_floor_separates_bursts_in_a_noisy_room():
     x = room.copy()
     for start, end in bursts:
         x[round(start * RATE) : round(end * RATE)] += tone(end - start, amplitude=0.4)
-    fixed = finals(run(StreamSegmenter(SegmenterConfig(max_utterance_s=30)), x))
+    fixed = finals(run(StreamSegmenter(SegmenterSettings(max_utterance_s=30)), x))
     assert len(fixed) == 1  # the room noise alone counts as speech: one endless utterance
-    config = SegmenterConfig(noise_floor_margin_db=10, noise_floor_rise_db_per_s=5)
+    config = SegmenterSettings(noise_floor_margin_db=10, noise_floor_rise_db_per_s=5)
     adaptive = finals(run(StreamSegmenter(config), x))
     after_learning = [f for f in adaptive if f.start_s > 7.0]
     assert [(round(f.start_s), round(f.end_s)) for f in after_learning] == [
@@ -331,14 +333,14 @@ def test_a_model_voice_detector_plugs_in():
             return 50 <= len(self.frames) - 1 < 100
 
     detector = ScheduledDetector()
-    segmenter = StreamSegmenter(SegmenterConfig(pre_roll_ms=0), detector=detector)
+    segmenter = StreamSegmenter(SegmenterSettings(pre_roll_ms=0), detector=detector)
     (final,) = finals(run(segmenter, silence(4.0), chunk=333))
     assert len(detector.frames) == 200
     assert (final.start_s, final.end_s) == (1.0, 2.0)
 
 
 def test_energy_detector_is_a_voice_detector_on_its_own():
-    detector = EnergyVoiceDetector(SegmenterConfig(speech_threshold_dbfs=-30))
+    detector = EnergyVoiceDetector(SegmenterSettings(speech_threshold_dbfs=-30))
     assert detector.is_speech(tone(0.02, amplitude=0.1))  # -23 dBFS
     assert not detector.is_speech(tone(0.02, amplitude=0.01))  # -43 dBFS
     assert not detector.is_speech(silence(0.02))
@@ -363,10 +365,10 @@ def test_push_refuses_multichannel_audio():
 )
 def test_bad_config_is_refused_naming_the_field(field, value, words):
     with pytest.raises(BadRequestError, match=words):
-        SegmenterConfig(**{field: value})
+        SegmenterSettings(**{field: value})
 
 
 def test_durations_are_whole_frames():
-    config = dataclasses.replace(SegmenterConfig(), end_silence_ms=410, frame_ms=20)
+    config = dataclasses.replace(SegmenterSettings(), end_silence_ms=410, frame_ms=20)
     assert config.frames(config.end_silence_ms) == 20
     assert config.frame_samples == 320

@@ -23,8 +23,9 @@ from orchestrator.audio.pcm import pcm16_to_float
 from orchestrator.audio.resample import resample
 from orchestrator.client import AsyncStream, StreamEvent
 from orchestrator.coordinator import Coordinator
-from orchestrator.coordinator.config import Config, SegmenterSettings
+from orchestrator.coordinator.config import Config
 from orchestrator.errors import BadRequestError, StreamSequenceError, UnknownModelError
+from orchestrator.wire.contract import SegmenterSettings
 from orchestrator.wire.protocol import Kind, Message
 from stream_support import (
     CHUNK_MS,

@@ -31,7 +31,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.wire.errors import ConfigError
+from orchestrator.wire.contract import (
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_ORPHAN_TIMEOUT_S,
+    SegmenterSettings,
+)
+from orchestrator.wire.errors import ConfigError, OrchestratorError
 
 CURRENT_PYTHON = "current"
 
@@ -48,21 +54,6 @@ class RestartPolicy:
     restart_window_s: float = 60.0
     #: A host up this long is stable again: its backoff resets.
     stable_after_s: float = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class SegmenterSettings:
-    """Streaming utterance detection, run by each host for every stream (see orchestrator.host.segmenter)."""
-
-    speech_threshold_dbfs: float = -45.0
-    end_silence_ms: int = 400
-    max_utterance_s: float = 15.0
-    partial_interval_ms: int = 500
-    min_speech_ms: int = 60
-    #: Audio kept before a speech onset so the first phoneme is not clipped.
-    pre_roll_ms: int = 300
-    #: Decoding this far behind the live audio makes the host skip partials (never audio).
-    lag_skip_s: float = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,17 +109,17 @@ class CoordinatorSettings:
     #: endpoint must name a loopback address unless ``allow_remote`` is set.
     client_endpoint: str = ""
     allow_remote: bool = False
-    heartbeat_interval_s: float = 0.25
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     #: Missed heartbeat intervals before a host is deemed hung (Paranoid Pirate's liveness).
     heartbeat_liveness: int = 8
     #: A host waits this long without hearing the coordinator before it exits on its own.
-    host_orphan_timeout_s: float = 2.5
+    host_orphan_timeout_s: float = DEFAULT_ORPHAN_TIMEOUT_S
     request_timeout_s: float = 30.0
     #: A request still running this long past its deadline gets its host recycled.
     stuck_request_grace_s: float = 5.0
     #: Requests waiting for a free replica, across all models; full means "overloaded".
     max_queue: int = 1024
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_audio_s: float = 600.0
     max_streams: int = 256
     #: A stream whose host died waits this long for another replica before it fails.
@@ -317,7 +308,10 @@ def _build(cls: type, table: Mapping[str, Any], source: str, where: str) -> Any:
     for key, value in table.items():
         expected = hints[key]
         values[key] = _coerce(value, expected, source, f"{where}.{key}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except OrchestratorError as exc:  # a type's own check (the segmenter's) refused the values
+        raise ConfigError(f"{source}: [{where}] {exc.message} (fix: change that value)") from None
 
 
 def _coerce(value: Any, expected: Any, source: str, where: str) -> Any:

@@ -17,9 +17,7 @@ The whole life of a replica is in :meth:`Supervisor._transition`::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
-import json
 import logging
 import os
 import signal
@@ -34,7 +32,7 @@ from typing import IO, Any
 import psutil
 
 from orchestrator.coordinator.config import Config, HostConfig, host_environment, host_python
-from orchestrator.wire.contract import EXIT_ENGINE_FAILED
+from orchestrator.wire.contract import EXIT_ENGINE_FAILED, BootDocument, ModelSpec
 from orchestrator.wire.protocol import MAX_HEADER_BYTES
 
 log = logging.getLogger("orchestrator.coordinator.supervisor")
@@ -245,7 +243,7 @@ class Supervisor:
         rep.kill_reason = ""
         assert rep.proc.stdin is not None
         # The key goes through the pipe only we hold: not argv, not the environment.
-        rep.proc.stdin.write(self._boot_document(host).encode() + b"\n")
+        rep.proc.stdin.write(self._boot_document(host).to_json().encode() + b"\n")
         rep.proc.stdin.flush()
         for stream, level in ((rep.proc.stdout, logging.INFO), (rep.proc.stderr, logging.WARNING)):
             threading.Thread(
@@ -254,31 +252,24 @@ class Supervisor:
             ).start()  # fmt: skip
         self._transition(rep, HostState.STARTING, f"pid {rep.proc.pid}")
 
-    def _boot_document(self, host: HostConfig) -> str:
-        models = [
-            {
-                "name": name,
-                "ref": ref,
-                "options": dict(host.model_options.get(name, {})),
-                "on_demand": lazy,
-            }
+    def _boot_document(self, host: HostConfig) -> BootDocument:
+        models = tuple(
+            ModelSpec(name, ref, dict(host.model_options.get(name, {})), on_demand=lazy)
             for lazy, table in ((False, host.models), (True, host.on_demand_models))
             for name, ref in table.items()
-        ]
-        return json.dumps(
-            {
-                "key": self._key.hex(),
-                "engine": host.engine,
-                "models": models,
-                "engine_options": dict(host.engine_options),
-                "engine_threads": host.engine_threads,
-                "heartbeat_interval_s": self.settings.heartbeat_interval_s,
-                "orphan_timeout_s": self.settings.host_orphan_timeout_s,
-                # The coordinator re-frames a request with a few more header bytes: a message
-                # the client was allowed to send must not become one the host drops.
-                "max_message_bytes": self.settings.max_message_bytes + MAX_HEADER_BYTES,
-                "segmenter": dataclasses.asdict(self.config.segmenter),
-            }
+        )
+        return BootDocument(
+            key=self._key,
+            engine=host.engine,
+            models=models,
+            engine_options=dict(host.engine_options),
+            engine_threads=host.engine_threads,
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            orphan_timeout_s=self.settings.host_orphan_timeout_s,
+            # The coordinator re-frames a request with a few more header bytes: a message
+            # the client was allowed to send must not become one the host drops.
+            max_message_bytes=self.settings.max_message_bytes + MAX_HEADER_BYTES,
+            segmenter=self.config.segmenter,
         )
 
     # ------------------------------------------------------------------ events from the broker

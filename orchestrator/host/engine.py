@@ -33,24 +33,13 @@ from typing import Any
 
 import numpy as np
 
+# Engines import these two from here: the rate they receive, what a model is.
+from orchestrator.wire.contract import ENGINE_SAMPLE_RATE as ENGINE_SAMPLE_RATE
+from orchestrator.wire.contract import ModelSpec
 from orchestrator.wire.errors import BadRequestError, ModelUnavailableError, UnknownModelError
-
-#: Sample rate every engine receives; the host runtime resamples to it.
-ENGINE_SAMPLE_RATE = 16_000
 
 #: Options a request may carry. Engines declare the subset they honour; others are refused.
 KNOWN_OPTIONS = frozenset({"language", "context", "max_tokens", "temperature"})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """One model a host serves: ``name`` is what requests say, ``ref`` a hub id or a local path."""
-
-    name: str
-    ref: str
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    #: Loaded at its first request instead of before the host reports ready.
-    on_demand: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import queue
@@ -31,7 +30,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,7 +39,12 @@ from orchestrator.audio.pcm import decode_payload
 from orchestrator.audio.resample import resample
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
 from orchestrator.host.streams import HostStreams
-from orchestrator.wire.contract import EXIT_ENGINE_FAILED, EXIT_OK, EXIT_ORPHANED
+from orchestrator.wire.contract import (
+    EXIT_ENGINE_FAILED,
+    EXIT_OK,
+    EXIT_ORPHANED,
+    BootDocument,
+)
 from orchestrator.wire.errors import (
     BadRequestError,
     DeadlineExceededError,
@@ -61,45 +64,10 @@ MAX_MESSAGES_PER_TURN = 200
 _PR_SET_PDEATHSIG = 1
 
 
-@dataclass(frozen=True)
-class BootConfig:
-    """Everything the coordinator tells a host at start, read from stdin."""
-
-    key: bytes
-    engine: str
-    models: tuple[ModelSpec, ...]
-    engine_options: dict[str, Any] = field(default_factory=dict)
-    engine_threads: int = 1
-    heartbeat_interval_s: float = 0.25
-    orphan_timeout_s: float = 2.5
-    max_message_bytes: int = 16 * 1024 * 1024
-    segmenter: dict[str, Any] = field(default_factory=dict)
-    warmup: bool = True
-
-    @classmethod
-    def from_json(cls, line: str) -> BootConfig:
-        data = json.loads(line)
-        return cls(
-            key=bytes.fromhex(data["key"]),
-            engine=data["engine"],
-            models=tuple(
-                ModelSpec(m["name"], m["ref"], m.get("options") or {}, bool(m.get("on_demand")))
-                for m in data["models"]
-            ),
-            engine_options=data.get("engine_options") or {},
-            engine_threads=int(data.get("engine_threads", 1)),
-            heartbeat_interval_s=float(data.get("heartbeat_interval_s", 0.25)),
-            orphan_timeout_s=float(data.get("orphan_timeout_s", 2.5)),
-            max_message_bytes=int(data.get("max_message_bytes", 16 * 1024 * 1024)),
-            segmenter=data.get("segmenter") or {},
-            warmup=bool(data.get("warmup", True)),
-        )
-
-
 class HostRuntime:
     """One host process: a socket loop on the main thread, engine work on a worker pool."""
 
-    def __init__(self, boot: BootConfig, identity: str, endpoint: str, parent_pid: int) -> None:
+    def __init__(self, boot: BootDocument, identity: str, endpoint: str, parent_pid: int) -> None:
         self.boot = boot
         self.identity = identity
         self.parent_pid = parent_pid
@@ -493,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     line = sys.stdin.readline()
     if not line:
         return EXIT_ORPHANED
-    boot = BootConfig.from_json(line)
+    boot = BootDocument.from_json(line)
     runtime = HostRuntime(boot, args.identity, args.endpoint, args.parent_pid)
     threading.Thread(target=_watch_stdin, args=(runtime.parent_gone,), daemon=True).start()
 

@@ -35,67 +35,11 @@ from typing import Protocol
 
 import numpy as np
 
-from orchestrator.host.engine import ENGINE_SAMPLE_RATE
-from orchestrator.wire.errors import BadAudioError, BadRequestError
+from orchestrator.wire.contract import SegmenterSettings
+from orchestrator.wire.errors import BadAudioError
 
 #: Frame level of digital silence, so log10 never sees zero.
 SILENCE_FLOOR_DBFS = -100.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SegmenterConfig:
-    """Tuning of the segmenter; durations are rounded to whole frames."""
-
-    sample_rate_hz: int = ENGINE_SAMPLE_RATE
-    frame_ms: int = 20
-    #: A frame whose RMS level (dB relative to full scale, a full-scale sine is -3 dBFS) exceeds
-    #: this is speech.
-    speech_threshold_dbfs: float = -45.0
-    #: If set, a frame must also exceed the tracked noise floor by this much (noisy rooms).
-    noise_floor_margin_db: float | None = None
-    #: How fast the noise floor may rise; it falls at once to any quieter frame.
-    noise_floor_rise_db_per_s: float = 2.0
-    #: Speech must last this long to open an utterance (clicks and pops do not).
-    min_speech_ms: float = 60.0
-    #: This much silence ends an utterance.
-    end_silence_ms: float = 400.0
-    #: Longer utterances are cut here (engines get bounded audio; text arrives steadily).
-    max_utterance_s: float = 15.0
-    #: New audio between partial decodes of the open utterance.
-    partial_interval_ms: float = 500.0
-    #: Audio kept before a speech onset, so the first phoneme is not clipped.
-    pre_roll_ms: float = 300.0
-
-    def __post_init__(self) -> None:
-        if self.frame_ms <= 0 or self.sample_rate_hz * self.frame_ms % 1000:
-            raise BadRequestError(
-                f"segmenter frame_ms={self.frame_ms} must be a positive whole number of samples "
-                f"at {self.sample_rate_hz} Hz"
-            )
-        for name in (
-            "min_speech_ms",
-            "end_silence_ms",
-            "partial_interval_ms",
-            "max_utterance_s",
-        ):
-            if not getattr(self, name) > 0:
-                raise BadRequestError(
-                    f"segmenter {name} must be positive, got {getattr(self, name)}"
-                )
-        if self.pre_roll_ms < 0:
-            raise BadRequestError(f"segmenter pre_roll_ms must be >= 0, got {self.pre_roll_ms}")
-        if self.max_utterance_s * 1000 <= self.pre_roll_ms + self.min_speech_ms + self.frame_ms:
-            raise BadRequestError(
-                "segmenter max_utterance_s must exceed pre_roll_ms + min_speech_ms"
-            )
-
-    @property
-    def frame_samples(self) -> int:
-        return self.sample_rate_hz * self.frame_ms // 1000
-
-    def frames(self, ms: float) -> int:
-        """A duration in whole frames, at least one."""
-        return max(1, round(ms / self.frame_ms))
 
 
 class VoiceDetector(Protocol):
@@ -107,7 +51,7 @@ class VoiceDetector(Protocol):
 class EnergyVoiceDetector:
     """Speech is a frame louder than a fixed threshold and, optionally, the room's noise floor."""
 
-    def __init__(self, config: SegmenterConfig) -> None:
+    def __init__(self, config: SegmenterSettings) -> None:
         self.threshold_dbfs = config.speech_threshold_dbfs
         self.margin_db = config.noise_floor_margin_db
         self.rise_db_per_frame = config.noise_floor_rise_db_per_s * config.frame_ms / 1000
@@ -232,10 +176,10 @@ class StreamSegmenter:
 
     def __init__(
         self,
-        config: SegmenterConfig | None = None,
+        config: SegmenterSettings | None = None,
         detector: VoiceDetector | None = None,
     ) -> None:
-        self.config = config or SegmenterConfig()
+        self.config = config or SegmenterSettings()
         self.detector = detector or EnergyVoiceDetector(self.config)
         c = self.config
         self._frame = c.frame_samples

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.audio.pcm import check_sample_rate, decode_payload
 from orchestrator.audio.resample import Resampler
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE
-from orchestrator.host.segmenter import Action, DecodeFinal, SegmenterConfig, StreamSegmenter
+from orchestrator.host.segmenter import Action, DecodeFinal, StreamSegmenter
 from orchestrator.wire.errors import (
     BadRequestError,
     OrchestratorError,
@@ -37,8 +37,6 @@ from orchestrator.wire.protocol import Kind, Message
 if TYPE_CHECKING:
     from orchestrator.host.runtime import HostRuntime
 
-#: Decoding this far behind real time makes the host skip partials until it catches up.
-DEFAULT_LAG_SKIP_S = 1.5
 #: Send a progress event when the confirmed point advanced by this much audio.
 PROGRESS_EVERY_S = 1.0
 
@@ -107,10 +105,7 @@ class HostStreams:
 
     def __init__(self, runtime: HostRuntime) -> None:
         self.runtime = runtime
-        settings = dict(runtime.boot.segmenter)
-        self.lag_skip_s = float(settings.pop("lag_skip_s", DEFAULT_LAG_SKIP_S))
-        fields = {f.name for f in dataclasses.fields(SegmenterConfig)}
-        self.config = SegmenterConfig(**{k: v for k, v in settings.items() if k in fields})
+        self.settings = runtime.boot.segmenter
         self.streams: dict[str, HostStream] = {}
 
     def stats(self) -> dict[str, Any]:
@@ -164,7 +159,7 @@ class HostStreams:
             fmt=fmt,
             start_sample=int(header.get("start_sample", 0)),
             first_utterance=int(header.get("first_utterance", 0)),
-            segmenter=StreamSegmenter(self.config),
+            segmenter=StreamSegmenter(self.settings),
             resampler=None if rate == ENGINE_SAMPLE_RATE else Resampler(rate, ENGINE_SAMPLE_RATE),
         )
 
@@ -183,7 +178,7 @@ class HostStreams:
         )
         if stream.resampler is not None:
             samples = stream.resampler.process(samples)
-        behind = stream.lag_s() > self.lag_skip_s
+        behind = stream.lag_s() > self.settings.lag_skip_s
         self.take(stream, stream.segmenter.push(samples, skip_partials=behind))
 
     def close(self, stream: HostStream) -> None:

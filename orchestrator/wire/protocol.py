@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.wire.contract import DEFAULT_MAX_MESSAGE_BYTES
 from orchestrator.wire.errors import ProtocolError
 
 #: 2: signatures cover each frame's length (frame boundaries), not just the bytes.
@@ -35,8 +36,6 @@ PROTOCOL_VERSION = 2
 VERSION_FRAME = f"orc/{PROTOCOL_VERSION}".encode()
 #: Digests remembered to reject replays (Jupyter keeps the same number).
 REPLAY_HISTORY_SIZE = 65_536
-#: Default ceiling of one whole message, header and payloads (config may lower or raise it).
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Headers are small; a large one is an attack or a bug.
 MAX_HEADER_BYTES = 64 * 1024
 KEY_BYTES = 32
