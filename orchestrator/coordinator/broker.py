@@ -10,12 +10,9 @@ One thread runs :meth:`Broker.run`. Other threads talk to it only through :meth:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
-import os
-import queue
 import threading
 import time
 from collections import deque
@@ -25,6 +22,7 @@ from typing import Any
 
 import zmq
 
+from orchestrator.call_queue import CallQueue
 from orchestrator.coordinator.config import Config, ModelRoute
 from orchestrator.coordinator.health import snapshot
 from orchestrator.coordinator.router import Router, Verdict
@@ -141,10 +139,7 @@ class Broker:
         self.stats = BrokerStats()
         self.started = time.monotonic()
         self._ids = itertools.count(1)
-        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self.calls = CallQueue()
         self.running = False
         self.spawned = threading.Event()  # set once every replica's first spawn was attempted
         self.on_tick: list[Callable[[], None]] = []
@@ -168,11 +163,7 @@ class Broker:
     # ------------------------------------------------------------------ cross-thread calls
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the broker thread soon (thread-safe)."""
-        if self._wake_w < 0:
-            raise RuntimeError("broker is shut down")
-        self._calls.put(fn)
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+        self.calls.put(fn)
 
     def _request_done(self, req: Request, outcome: str, timings: dict[str, float]) -> None:
         host = req.replica.host.name if req.replica is not None else None
@@ -214,7 +205,7 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.clients, zmq.POLLIN)
         poller.register(self.hosts, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self.calls.fd, zmq.POLLIN)
         tick_s = self.settings.tick_interval_s
         beat_s = self.settings.heartbeat_interval_s
         next_tick = next_beat = time.monotonic()
@@ -224,8 +215,8 @@ class Broker:
                 self._drain(self.hosts, self.host_codec, self.host_drops, self._on_host)
             if self.clients in events:
                 self._drain(self.clients, self.client_codec, self.client_drops, self._on_client)
-            if self._wake_r in events:
-                self._run_calls()
+            if self.calls.fd in events:
+                self.calls.run_pending()
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat_hosts()
@@ -237,7 +228,7 @@ class Broker:
                 for fn in self.on_tick:
                     fn()
                 next_tick = now + tick_s
-        self._run_calls()
+        self.calls.run_pending()
 
     def shutdown(self) -> None:
         """Stop every host (ask, SIGTERM, SIGKILL), fail what is still open, close sockets."""
@@ -250,22 +241,7 @@ class Broker:
         self.streams.close_all("coordinator shut down")
         self.clients.close(linger=100)
         self.hosts.close(linger=0)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_r = self._wake_w = -1
-
-    def _run_calls(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 65536)
-        while True:
-            try:
-                fn = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                fn()
-            except Exception:
-                log.exception("broker call failed")
+        self.calls.close()
 
     def _drain(
         self,

@@ -22,9 +22,9 @@ import argparse
 import concurrent.futures
 import contextlib
 import ctypes
+import enum
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
@@ -37,6 +37,7 @@ import zmq
 
 from orchestrator.audio.pcm import decode_payload
 from orchestrator.audio.resample import resample
+from orchestrator.call_queue import CallQueue
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
 from orchestrator.host.streams import HostStreams
 from orchestrator.wire.contract import (
@@ -64,6 +65,15 @@ MAX_MESSAGES_PER_TURN = 200
 _PR_SET_PDEATHSIG = 1
 
 
+class RuntimeState(enum.StrEnum):
+    """The host process's own life, reported in its heartbeats."""
+
+    LOADING = "loading"  # engine and models loading on a worker thread; heartbeats go on
+    READY = "ready"
+    DRAINING = "draining"  # told to shut down: finishing in-flight work, taking none
+    STOPPING = "stopping"  # leaving the loop now (SIGTERM, or the engine could not start)
+
+
 class HostRuntime:
     """One host process: a socket loop on the main thread, engine work on a worker pool."""
 
@@ -81,7 +91,7 @@ class HostRuntime:
         self.sock.setsockopt(zmq.RCVHWM, 10_000)
         self.sock.connect(endpoint)
         self.engine: Engine | None = None
-        self.state = "loading"
+        self.state = RuntimeState.LOADING
         self.models: dict[str, ModelSpec] = {}
         self.unavailable: dict[str, str] = {}
         #: Models loaded at their first request rather than before READY.
@@ -91,14 +101,10 @@ class HostRuntime:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=boot.engine_threads, thread_name_prefix="engine"
         )
-        self.done: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self.calls = CallQueue()  # finished work, handed from worker threads to the main thread
         self.inflight: dict[str, float] = {}  # request or decode id -> start (monotonic)
         self.served = 0
         self.errors = 0
-        self.stopping = False
-        self.draining = False
         self.exit_code = EXIT_OK
         self.last_heard = time.monotonic()
         self.parent_gone = threading.Event()
@@ -113,9 +119,11 @@ class HostRuntime:
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the main thread (worker threads never touch the socket)."""
-        self.done.put(fn)
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+        self.calls.put(fn)
+
+    def stop(self) -> None:
+        """Leave the loop at its next turn (SIGTERM, or an engine that cannot start)."""
+        self.state = RuntimeState.STOPPING
 
     def submit(
         self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
@@ -205,10 +213,11 @@ class HostRuntime:
                 log.error("engine %s failed to start: %s", self.boot.engine, error)
                 self.send(error_message(InternalError(f"engine failed to start: {error}"), None))
                 self.exit_code = EXIT_ENGINE_FAILED
-                self.stopping = True
+                self.stop()
                 return
-            self.streams = HostStreams(self)
-            self.state = "ready"
+            self.streams = HostStreams(self, self.engine, self.boot.segmenter)
+            if self.state is RuntimeState.LOADING:  # not if told to drain or stop meanwhile
+                self.state = RuntimeState.READY
             self.send(self.ready_message())
 
         def run() -> None:
@@ -258,7 +267,8 @@ class HostRuntime:
         elif kind is Kind.SHUTDOWN:
             # Finish what is in flight, then exit; the supervisor's SIGTERM bounds the wait.
             log.info("shutdown requested; draining %d job(s)", len(self.inflight))
-            self.draining = True
+            if self.state is not RuntimeState.STOPPING:
+                self.state = RuntimeState.DRAINING
         else:
             log.debug("ignored %s", kind)
 
@@ -333,7 +343,7 @@ class HostRuntime:
         now = time.monotonic()
         oldest = min(self.inflight.values(), default=now)
         header: dict[str, Any] = {
-            "state": self.state,
+            "state": str(self.state),
             "inflight": len(self.inflight),
             "oldest_inflight_s": round(now - oldest, 3),
             "served": self.served,
@@ -357,10 +367,10 @@ class HostRuntime:
         self.start_loading()
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self.calls.fd, zmq.POLLIN)
         interval = self.boot.heartbeat_interval_s
         next_beat = time.monotonic()
-        while not self.stopping:
+        while self.state is not RuntimeState.STOPPING:
             now = time.monotonic()
             if now >= next_beat:
                 self.send(self.heartbeat())
@@ -369,15 +379,15 @@ class HostRuntime:
             events = dict(poller.poll(timeout * 1000))
             if self.sock in events:
                 self.drain_socket()
-            if self._wake_r in events:
-                self.drain_completions()
-            if self.draining and not self.inflight:
+            if self.calls.fd in events:
+                self.calls.run_pending()
+            if self.state is RuntimeState.DRAINING and not self.inflight:
                 break
             reason = self.orphaned(time.monotonic())
             if reason:
                 log.warning("exiting, coordinator gone: %s", reason)
                 return EXIT_ORPHANED
-        self.drain_completions()
+        self.calls.run_pending()
         return self.exit_code
 
     def drain_socket(self) -> None:
@@ -402,20 +412,11 @@ class HostRuntime:
                 self.errors += 1
                 self.reply_error(msg, InternalError(f"{type(exc).__name__}: {exc}"))
 
-    def drain_completions(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 65536)
-        while True:
-            try:
-                fn = self.done.get_nowait()
-            except queue.Empty:
-                return
-            fn()
-
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.sock.close(linger=200)
         self.ctx.term()
+        self.calls.close()
 
 
 def _set_parent_death_signal() -> None:
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_watch_stdin, args=(runtime.parent_gone,), daemon=True).start()
 
     def on_term(signum: int, frame: object) -> None:
-        runtime.stopping = True
+        runtime.stop()
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator, not the terminal, stops us

@@ -20,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from orchestrator.audio.pcm import check_sample_rate, decode_payload
 from orchestrator.audio.resample import Resampler
-from orchestrator.host.engine import ENGINE_SAMPLE_RATE
+from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine
 from orchestrator.host.segmenter import Action, DecodeFinal, StreamSegmenter
+from orchestrator.wire.contract import SegmenterSettings
 from orchestrator.wire.errors import (
     BadRequestError,
     OrchestratorError,
@@ -33,9 +35,6 @@ from orchestrator.wire.errors import (
     StreamSequenceError,
 )
 from orchestrator.wire.protocol import Kind, Message
-
-if TYPE_CHECKING:
-    from orchestrator.host.runtime import HostRuntime
 
 #: Send a progress event when the confirmed point advanced by this much audio.
 PROGRESS_EVERY_S = 1.0
@@ -100,12 +99,31 @@ def _end(action: Action) -> int:
     return action.audio_offset + action.audio.size
 
 
+class StreamHost(Protocol):
+    """What streams need of the host runtime: no more, so this module does not import it."""
+
+    def send(self, msg: Message) -> None:
+        """Send a message to the coordinator (main thread)."""
+
+    def check_model(self, model: str) -> None:
+        """Raise the typed error if this host cannot serve ``model``."""
+
+    def ensure_model(self, model: str) -> None:
+        """Load an on-demand model before its first use (worker thread)."""
+
+    def submit(
+        self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
+    ) -> None:
+        """Run ``work`` on the engine pool; ``reply(result, error)`` later on the main thread."""
+
+
 class HostStreams:
     """All streams of one host; the runtime's main thread drives it."""
 
-    def __init__(self, runtime: HostRuntime) -> None:
-        self.runtime = runtime
-        self.settings = runtime.boot.segmenter
+    def __init__(self, host: StreamHost, engine: Engine, settings: SegmenterSettings) -> None:
+        self.host = host
+        self.engine = engine
+        self.settings = settings
         self.streams: dict[str, HostStream] = {}
 
     def stats(self) -> dict[str, Any]:
@@ -116,10 +134,10 @@ class HostStreams:
 
     def emit(self, stream: HostStream, event: dict[str, Any]) -> None:
         event.setdefault("lag_s", round(stream.lag_s(), 3))
-        self.runtime.send(Message(Kind.STREAM_EVENT, {"sid": stream.sid, **event}))
+        self.host.send(Message(Kind.STREAM_EVENT, {"sid": stream.sid, **event}))
 
     def error(self, sid: str, err: OrchestratorError) -> None:
-        self.runtime.send(
+        self.host.send(
             Message(Kind.STREAM_EVENT, {"sid": sid, "type": "error", "error": err.to_wire()})
         )
 
@@ -143,12 +161,11 @@ class HostStreams:
 
     def open(self, sid: str, header: dict[str, Any]) -> None:
         model = str(header.get("model", ""))
-        self.runtime.check_model(model)
+        self.host.check_model(model)
         options = header.get("options") or {}
         if not isinstance(options, dict):
             raise BadRequestError("options must be an object")
-        assert self.runtime.engine is not None
-        self.runtime.engine.check_options(options)
+        self.engine.check_options(options)
         rate = check_sample_rate(header.get("sample_rate"))
         fmt = str(header.get("format", "pcm16"))
         self.streams[sid] = HostStream(
@@ -220,12 +237,11 @@ class HostStreams:
         stream.decoding = True
         stream.hold = action.audio_offset if isinstance(action, DecodeFinal) else None
         stream.running_end = _end(action)
-        engine, model, options = self.runtime.engine, stream.model, stream.options
-        assert engine is not None
+        engine, model, options = self.engine, stream.model, stream.options
         clip = action.audio
 
         def work() -> Any:
-            self.runtime.ensure_model(model)
+            self.host.ensure_model(model)
             t0 = time.monotonic()
             result = engine.transcribe(model, clip, options)
             return result, time.monotonic() - t0
@@ -244,7 +260,7 @@ class HostStreams:
             self.pump(stream)
             self.maybe_finish(stream)
 
-        self.runtime.submit(f"{stream.sid}:{action.utterance_id}", work, reply)
+        self.host.submit(f"{stream.sid}:{action.utterance_id}", work, reply)
 
     def event_for(
         self, stream: HostStream, action: Action, result: Any, compute_s: float
