@@ -42,6 +42,7 @@ from orchestrator.wire.errors import (
     StreamClosedError,
     error_from_wire,
 )
+from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
 from orchestrator.wire.protocol import Codec, Kind, Message
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
@@ -164,7 +165,7 @@ class _Core:
             if fmt == "pcm16":
                 return np.asarray(chunk, dtype="<i2").tobytes()
             return audio_mod.check_float_samples(np.asarray(chunk, dtype="<f4")).tobytes()
-        width = 2 if fmt == "pcm16" else 4
+        width = BYTES_PER_SAMPLE[AudioFormat(fmt)]
         if len(chunk) % width:
             raise BadAudioError(f"chunk of {len(chunk)} bytes is not whole {fmt} samples")
         return bytes(chunk)

@@ -400,8 +400,8 @@ def hosts_of(endpoint: str) -> list[int]:
 
 def leftovers(broker: Any) -> dict[str, int]:
     return {
-        "requests": len(broker.requests),
-        "queued": len(broker.pending),
+        "requests": len(broker.requests.inflight),
+        "queued": len(broker.requests.pending),
         "streams": len(broker.streams.streams),
         "stream_clients": len(broker.streams.by_client),
     }

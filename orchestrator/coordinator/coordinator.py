@@ -30,7 +30,6 @@ import zmq
 from orchestrator.coordinator import runtime_dir
 from orchestrator.coordinator.broker import Broker
 from orchestrator.coordinator.config import Config, load_config
-from orchestrator.coordinator.health import snapshot
 from orchestrator.coordinator.supervisor import SERVING, HostState
 from orchestrator.wire.errors import ConfigError
 from orchestrator.wire.protocol import new_key
@@ -238,7 +237,7 @@ class Coordinator:
     # ------------------------------------------------------------------ introspection
     def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """The health snapshot, taken on the broker thread."""
-        return self.call(snapshot, timeout_s)
+        return self.call(lambda broker: broker.health(), timeout_s)
 
     def call(self, fn: Any, timeout_s: float = 5.0) -> Any:
         """Run ``fn(broker)`` on the broker thread and return its result (tests, admin)."""

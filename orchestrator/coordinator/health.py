@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import psutil
 
+from orchestrator.coordinator.config import Config
 from orchestrator.coordinator.supervisor import SERVING, Replica
-
-if TYPE_CHECKING:
-    from orchestrator.coordinator.broker import Broker
 
 
 def replica_health(rep: Replica, now: float) -> dict[str, Any]:
@@ -52,15 +51,24 @@ def replica_health(rep: Replica, now: float) -> dict[str, Any]:
     }
 
 
-def snapshot(broker: Broker) -> dict[str, Any]:
-    """Everything ops want in one JSON object."""
+def snapshot(
+    *,
+    config: Config,
+    replicas: Sequence[Replica],
+    started: float,
+    requests: Mapping[str, Any],
+    streams: Mapping[str, Any],
+    errors_by_code: Mapping[str, int],
+    dropped: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Everything ops want in one JSON object; each table hands in its own ``stats()``."""
     now = time.monotonic()
-    replicas = [replica_health(r, now) for r in broker.supervisor.replicas]
+    replica_rows = [replica_health(r, now) for r in replicas]
     models: dict[str, Any] = {}
-    for route in broker.config.models.values():
+    for route in config.models.values():
         ready = [
             r["name"]
-            for r in replicas
+            for r in replica_rows
             if r["host"] in route.hosts and r["state"] in SERVING and route.name in r["models"]
         ]
         models[route.name] = {
@@ -72,23 +80,15 @@ def snapshot(broker: Broker) -> dict[str, Any]:
     return {
         "coordinator": {
             "pid": os.getpid(),
-            "uptime_s": round(now - broker.started, 2),
+            "uptime_s": round(now - started, 2),
             "rss_mb": round(me.memory_info().rss / 2**20, 1),
-            "queued": len(broker.pending),
-            "inflight": sum(1 for r in broker.requests.values() if not r.answered),
-            "requests": broker.stats.requests,
-            "results": broker.stats.results,
-            "retries": broker.stats.retries,
-            "recycled_stuck": broker.stats.recycled_stuck,
-            "errors_by_code": dict(broker.stats.errors_by_code),
-            "dropped": {
-                "clients": dict(broker.client_drops.by_reason),
-                "hosts": dict(broker.host_drops.by_reason),
-            },
-            "streams": broker.streams.stats(),
-            "config": broker.config.source,
+            **requests,
+            "errors_by_code": dict(errors_by_code),
+            "dropped": dict(dropped),
+            "streams": dict(streams),
+            "config": config.source,
         },
-        "replicas": replicas,
+        "replicas": replica_rows,
         "models": models,
     }
 

@@ -9,7 +9,7 @@ replayed, and the client gets a ``host_changed`` event: no audio lost, none tran
 While no replica can take a stream (all loading or restarting), the stream is parked: its audio
 is buffered, not refused, and it attaches as soon as a replica is ready.
 
-The broker owns the sockets; it calls the ``on_*`` methods here from its loop.
+The broker calls the ``on_*`` methods here from its loop; messages go out through the outbox.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.audio.pcm import check_sample_rate
-from orchestrator.coordinator.config import ModelRoute
-from orchestrator.coordinator.supervisor import Replica
+from orchestrator.coordinator.config import CoordinatorSettings, ModelRoute
+from orchestrator.coordinator.outbox import Sender
+from orchestrator.coordinator.router import Router
+from orchestrator.coordinator.supervisor import Replica, Supervisor
 from orchestrator.wire.errors import (
     BadAudioError,
     BadRequestError,
@@ -33,14 +35,10 @@ from orchestrator.wire.errors import (
     StreamClosedError,
     StreamSequenceError,
 )
+from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat, bytes_per_sample
 from orchestrator.wire.protocol import Kind, Message
 
-if TYPE_CHECKING:
-    from orchestrator.coordinator.broker import Broker
-
 log = logging.getLogger("orchestrator.coordinator.streams")
-
-BYTES_PER_SAMPLE = {"pcm16": 2, "f32": 4}
 
 
 @dataclass(eq=False)
@@ -75,15 +73,23 @@ class Stream:
 
     @property
     def width(self) -> int:
-        return BYTES_PER_SAMPLE[self.fmt]
+        return BYTES_PER_SAMPLE[AudioFormat(self.fmt)]
 
 
 class StreamTable:
     """All open streams; the broker's loop drives it."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.settings = broker.settings
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        router: Router,
+        supervisor: Supervisor,
+        outbox: Sender,
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.supervisor = supervisor
+        self.out = outbox
         self.streams: dict[str, Stream] = {}
         self.by_client: dict[tuple[bytes, Any], Stream] = {}
         self._ids = itertools.count(1)
@@ -102,20 +108,20 @@ class StreamTable:
         except OrchestratorError as err:
             # A refused stream ends as a failed one does, with ``closed`` after the error, so
             # the client's stream ends too instead of waiting for events forever.
-            self.broker.stats.count_error(str(err.code))
+            self.out.count_error(str(err.code))
             for event in (
                 {"type": "error", "error": err.to_wire(), "final": True},
                 {"type": "closed", "samples_in": 0},
             ):
-                self.broker.send_client(client, Message(Kind.STREAM_EVENT, {**event, "id": cid}))
+                self.out.to_client(client, Message(Kind.STREAM_EVENT, {**event, "id": cid}))
 
     def _open(self, client: bytes, cid: Any, header: dict[str, Any]) -> None:
         if len(self.streams) >= self.settings.max_streams:
             raise OverloadedError(f"{self.settings.max_streams} streams already open")
-        route = self.broker.router.route(str(header.get("model", "")))
+        route = self.router.route(str(header.get("model", "")))
         fmt = str(header.get("format", "pcm16"))
         rate = header.get("sample_rate")
-        if fmt not in BYTES_PER_SAMPLE:
+        if bytes_per_sample(fmt) is None:
             raise BadRequestError(f"unknown sample format {fmt!r}; use pcm16 or f32")
         rate = check_sample_rate(rate)
         options = header.get("options") or {}
@@ -132,7 +138,7 @@ class StreamTable:
             options=options,
             opened=now,
             last_activity=now,
-            hosts=self.broker.router.hosts_for(route, header.get("host")),
+            hosts=self.router.hosts_for(route, header.get("host")),
         )
         self.streams[stream.sid] = stream
         self.by_client[(client, cid)] = stream
@@ -177,7 +183,7 @@ class StreamTable:
         stream.closing = True
         stream.last_activity = time.monotonic()
         if stream.replica is not None:
-            self.broker.send_host(stream.replica, Message(Kind.STREAM_CLOSE, {"sid": stream.sid}))
+            self.out.to_host(stream.replica, Message(Kind.STREAM_CLOSE, {"sid": stream.sid}))
 
     def _client_stream(self, client: bytes, msg: Message) -> Stream:
         stream = self.by_client.get((client, msg.header.get("id")))
@@ -186,15 +192,13 @@ class StreamTable:
         return stream
 
     def _emit(self, stream: Stream, event: dict[str, Any]) -> None:
-        self.broker.send_client(
-            stream.client, Message(Kind.STREAM_EVENT, {**event, "id": stream.cid})
-        )
+        self.out.to_client(stream.client, Message(Kind.STREAM_EVENT, {**event, "id": stream.cid}))
 
     # ------------------------------------------------------------------ binding to replicas
     def _candidates(self, stream: Stream, exclude: set[str]) -> tuple[Replica | None, bool]:
         """The least-loaded replica with room for a stream, in fallback order, and whether
         waiting could help."""
-        router = self.broker.router
+        router = self.router
         coming = False
         for host in stream.hosts:
             ready = [
@@ -237,13 +241,13 @@ class StreamTable:
             "start_sample": stream.buffer_start,
             "first_utterance": stream.next_utterance,
         }
-        self.broker.send_host(rep, Message(Kind.STREAM_OPEN, header))
+        self.out.to_host(rep, Message(Kind.STREAM_OPEN, header))
         # Replay what no final confirmed, in pieces: all of it may exceed one message's limit.
         piece = max(1, self.settings.max_message_bytes // 2 // stream.width) * stream.width
         for start in range(0, len(stream.buffer), piece):
             self._send_audio(stream, bytes(stream.buffer[start : start + piece]))
         if stream.closing:
-            self.broker.send_host(rep, Message(Kind.STREAM_CLOSE, {"sid": stream.sid}))
+            self.out.to_host(rep, Message(Kind.STREAM_CLOSE, {"sid": stream.sid}))
         if first or previous is None:
             self._emit(stream, {"type": "opened", "host": rep.host.name, "replica": rep.name})
         else:
@@ -263,7 +267,7 @@ class StreamTable:
 
     def _refusal(self, stream: Stream, exclude: set[str]) -> OrchestratorError:
         """Why no replica took the stream: every serving one is full (come back later), or none serves."""
-        router = self.broker.router
+        router = self.router
         serving = [
             r for host in stream.hosts for r in router.takers(host, stream.route.name, exclude)
         ]
@@ -275,7 +279,7 @@ class StreamTable:
 
     def _send_audio(self, stream: Stream, data: bytes) -> None:
         assert stream.replica is not None
-        self.broker.send_host(
+        self.out.to_host(
             stream.replica,
             Message(Kind.STREAM_AUDIO, {"sid": stream.sid, "seq": stream.host_seq}, [data]),
         )
@@ -292,7 +296,7 @@ class StreamTable:
         self.by_client.pop((stream.client, stream.cid), None)
 
     def _fail(self, stream: Stream, err: OrchestratorError) -> None:
-        self.broker.stats.count_error(str(err.code))
+        self.out.count_error(str(err.code))
         self._emit(stream, {"type": "error", "error": err.to_wire(), "final": True})
         self._emit(stream, {"type": "closed", "samples_in": stream.samples_in})
         self._remove(stream)
@@ -347,7 +351,7 @@ class StreamTable:
             self.failovers += 1
             self._lost_at[stream.sid] = now
             log.info("stream %s lost %s (%s); failing over", stream.sid, rep.name, reason)
-            if self.broker.supervisor.closing:
+            if self.supervisor.closing:
                 self._fail(stream, HostCrashedError(f"host {rep.name} stopped: {reason}"))
             else:
                 self._attach(stream, exclude={rep.name})

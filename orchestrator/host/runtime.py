@@ -273,6 +273,9 @@ class HostRuntime:
             log.debug("ignored %s", kind)
 
     def reply_error(self, msg: Message, err: OrchestratorError, **extra: Any) -> None:
+        """Answer ``msg`` with a typed error; a stream message's answer names its stream."""
+        if msg.header.get("sid") is not None:
+            extra.setdefault("sid", msg.header["sid"])
         self.send(error_message(err, msg.header.get("id"), **extra))
 
     def check_model(self, model: str) -> None:
