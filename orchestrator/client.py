@@ -31,7 +31,6 @@ import zmq.asyncio
 
 from orchestrator.audio import pcm as audio_mod
 from orchestrator.coordinator.runtime_dir import read_connection_file
-from orchestrator.host.engine import KNOWN_OPTIONS, Segment
 from orchestrator.wire.contract import DEFAULT_MAX_MESSAGE_BYTES
 from orchestrator.wire.errors import (
     BadAudioError,
@@ -43,6 +42,7 @@ from orchestrator.wire.errors import (
     error_from_wire,
 )
 from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
+from orchestrator.wire.messages import KNOWN_OPTIONS, EventType, Segment
 from orchestrator.wire.protocol import Codec, Kind, Message
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
@@ -433,7 +433,7 @@ class AsyncStream:
         event = self._core.event(msg)
         if event.host:
             self.host = event.host
-        if event.type == "closed":
+        if event.type == EventType.CLOSED:
             self.closed = True
             self._client._streams.pop(self.sid, None)
         return event
@@ -563,7 +563,7 @@ class SyncStream:
 
     def next_event(self, timeout: float = DEFAULT_TIMEOUT_S) -> StreamEvent:
         event = self._core.event(self._client._wait(self.sid, timeout))
-        if event.type == "closed":
+        if event.type == EventType.CLOSED:
             self.closed = True
             self._client._stream_events.pop(self.sid, None)
         return event

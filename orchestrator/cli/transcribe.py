@@ -32,7 +32,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 DEFAULT_MODEL = "qwen3-asr"
 #: Per request; real models on CPU with a cold cache need far more than the client's default.
 DEFAULT_TRANSCRIBE_TIMEOUT_S = 120.0
-#: Engine option name for each command-line flag (see orchestrator.host.engine.KNOWN_OPTIONS).
+#: Engine option name for each command-line flag (see orchestrator.wire.messages.KNOWN_OPTIONS).
 OPTION_FLAGS = {"language": "language", "max_tokens": "max_tokens", "context": "context"}
 
 

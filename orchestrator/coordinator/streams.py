@@ -36,6 +36,7 @@ from orchestrator.wire.errors import (
     StreamSequenceError,
 )
 from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat, bytes_per_sample
+from orchestrator.wire.messages import EventType, parse_options
 from orchestrator.wire.protocol import Kind, Message
 
 log = logging.getLogger("orchestrator.coordinator.streams")
@@ -110,8 +111,8 @@ class StreamTable:
             # the client's stream ends too instead of waiting for events forever.
             self.out.count_error(str(err.code))
             for event in (
-                {"type": "error", "error": err.to_wire(), "final": True},
-                {"type": "closed", "samples_in": 0},
+                {"type": EventType.ERROR, "error": err.to_wire(), "final": True},
+                {"type": EventType.CLOSED, "samples_in": 0},
             ):
                 self.out.to_client(client, Message(Kind.STREAM_EVENT, {**event, "id": cid}))
 
@@ -124,9 +125,7 @@ class StreamTable:
         if bytes_per_sample(fmt) is None:
             raise BadRequestError(f"unknown sample format {fmt!r}; use pcm16 or f32")
         rate = check_sample_rate(rate)
-        options = header.get("options") or {}
-        if not isinstance(options, dict):
-            raise BadRequestError("options must be an object")
+        options = parse_options(header.get("options"))
         now = time.monotonic()
         stream = Stream(
             sid=f"s:{next(self._ids)}",
@@ -220,7 +219,7 @@ class StreamTable:
                 if stream.parked_since is None:
                     stream.parked_since = time.monotonic()
                 if first:
-                    self._emit(stream, {"type": "opened", "host": None, "parked": True})
+                    self._emit(stream, {"type": EventType.OPENED, "host": None, "parked": True})
                 return
             err = self._refusal(stream, exclude)
             if first:
@@ -249,7 +248,9 @@ class StreamTable:
         if stream.closing:
             self.out.to_host(rep, Message(Kind.STREAM_CLOSE, {"sid": stream.sid}))
         if first or previous is None:
-            self._emit(stream, {"type": "opened", "host": rep.host.name, "replica": rep.name})
+            self._emit(
+                stream, {"type": EventType.OPENED, "host": rep.host.name, "replica": rep.name}
+            )
         else:
             lost_at = self._lost_at.pop(stream.sid, None)
             if lost_at is not None:
@@ -257,7 +258,7 @@ class StreamTable:
             self._emit(
                 stream,
                 {
-                    "type": "host_changed",
+                    "type": EventType.HOST_CHANGED,
                     "from": previous,
                     "host": rep.host.name,
                     "replica": rep.name,
@@ -297,8 +298,8 @@ class StreamTable:
 
     def _fail(self, stream: Stream, err: OrchestratorError) -> None:
         self.out.count_error(str(err.code))
-        self._emit(stream, {"type": "error", "error": err.to_wire(), "final": True})
-        self._emit(stream, {"type": "closed", "samples_in": stream.samples_in})
+        self._emit(stream, {"type": EventType.ERROR, "error": err.to_wire(), "final": True})
+        self._emit(stream, {"type": EventType.CLOSED, "samples_in": stream.samples_in})
         self._remove(stream)
 
     # ------------------------------------------------------------------ host side
@@ -310,23 +311,23 @@ class StreamTable:
         kind = header.get("type")
         event = {k: v for k, v in header.items() if k not in ("sid", "mid")}
         event["host"] = rep.host.name
-        if kind == "progress":
+        if kind == EventType.PROGRESS:
             self._confirm(stream, int(header.get("confirmed_sample", stream.buffer_start)))
             return  # bookkeeping between host and coordinator only
-        if kind == "final":
+        if kind == EventType.FINAL:
             self._confirm(stream, int(header.get("end_sample", stream.buffer_start)))
             stream.samples_in_finals += int(header.get("n_samples", 0))
             stream.next_utterance = int(header.get("utterance", -1)) + 1
-        if kind == "closed":
+        if kind == EventType.CLOSED:
             # A host saw only the audio since it took the stream over; these are the stream's.
             event["samples_in"] = stream.samples_in
             event["samples_in_finals"] = stream.samples_in_finals
             event["samples_discarded"] = stream.samples_in - stream.samples_in_finals
-        if msg.kind is Kind.ERROR or kind == "error":
+        if msg.kind is Kind.ERROR or kind == EventType.ERROR:
             event.setdefault("error", header.get("error"))
-            event["type"] = "error"
+            event["type"] = EventType.ERROR
         self._emit(stream, event)
-        if kind == "closed":
+        if kind == EventType.CLOSED:
             self._remove(stream)
 
     @staticmethod

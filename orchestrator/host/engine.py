@@ -25,7 +25,6 @@ Writing an engine::
 from __future__ import annotations
 
 import abc
-import dataclasses
 import importlib
 import importlib.metadata
 from collections.abc import Iterable, Mapping
@@ -37,58 +36,9 @@ import numpy as np
 from orchestrator.wire.contract import ENGINE_SAMPLE_RATE as ENGINE_SAMPLE_RATE
 from orchestrator.wire.contract import ModelSpec
 from orchestrator.wire.errors import BadRequestError, ModelUnavailableError, UnknownModelError
-
-#: Options a request may carry. Engines declare the subset they honour; others are refused.
-KNOWN_OPTIONS = frozenset({"language", "context", "max_tokens", "temperature"})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Segment:
-    """A span of the transcript, times in seconds from the start of the audio sent."""
-
-    start: float
-    end: float
-    text: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, "text": self.text}
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> Segment:
-        return cls(float(data["start"]), float(data["end"]), str(data["text"]))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EngineResult:
-    """What an engine returns for one piece of audio."""
-
-    text: str
-    segments: tuple[Segment, ...] = ()
-    language: str | None = None
-    prompt_tokens: int | None = None
-    generation_tokens: int | None = None
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "segments": [s.to_wire() for s in self.segments],
-            "language": self.language,
-            "prompt_tokens": self.prompt_tokens,
-            "generation_tokens": self.generation_tokens,
-            "extra": dict(self.extra),
-        }
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> EngineResult:
-        return cls(
-            text=str(data.get("text", "")),
-            segments=tuple(Segment.from_wire(s) for s in data.get("segments") or ()),
-            language=data.get("language"),
-            prompt_tokens=data.get("prompt_tokens"),
-            generation_tokens=data.get("generation_tokens"),
-            extra=dict(data.get("extra") or {}),
-        )
+from orchestrator.wire.messages import KNOWN_OPTIONS as KNOWN_OPTIONS
+from orchestrator.wire.messages import EngineResult as EngineResult
+from orchestrator.wire.messages import Segment as Segment
 
 
 class Engine(abc.ABC):

@@ -54,6 +54,7 @@ from orchestrator.wire.errors import (
     OrchestratorError,
     UnknownModelError,
 )
+from orchestrator.wire.messages import parse_options
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, error_message
 
 log = logging.getLogger("orchestrator.host")
@@ -306,9 +307,7 @@ class HostRuntime:
                 raise InternalError("host is still loading")
             model = str(header.get("model", ""))
             self.check_model(model)
-            options = header.get("options") or {}
-            if not isinstance(options, dict):
-                raise BadRequestError("options must be an object")
+            options = parse_options(header.get("options"))
             self.engine.check_options(options)
             samples = self.prepare_audio(header, msg.payloads)
             timeout_s = header.get("timeout_s", 30.0)

@@ -29,11 +29,11 @@ from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine
 from orchestrator.host.segmenter import Action, DecodeFinal, StreamSegmenter
 from orchestrator.wire.contract import SegmenterSettings
 from orchestrator.wire.errors import (
-    BadRequestError,
     OrchestratorError,
     StreamClosedError,
     StreamSequenceError,
 )
+from orchestrator.wire.messages import EventType, parse_options
 from orchestrator.wire.protocol import Kind, Message
 
 #: Send a progress event when the confirmed point advanced by this much audio.
@@ -138,7 +138,9 @@ class HostStreams:
 
     def error(self, sid: str, err: OrchestratorError) -> None:
         self.host.send(
-            Message(Kind.STREAM_EVENT, {"sid": sid, "type": "error", "error": err.to_wire()})
+            Message(
+                Kind.STREAM_EVENT, {"sid": sid, "type": EventType.ERROR, "error": err.to_wire()}
+            )
         )
 
     def handle(self, msg: Message) -> None:
@@ -162,9 +164,7 @@ class HostStreams:
     def open(self, sid: str, header: dict[str, Any]) -> None:
         model = str(header.get("model", ""))
         self.host.check_model(model)
-        options = header.get("options") or {}
-        if not isinstance(options, dict):
-            raise BadRequestError("options must be an object")
+        options = parse_options(header.get("options"))
         self.engine.check_options(options)
         rate = check_sample_rate(header.get("sample_rate"))
         fmt = str(header.get("format", "pcm16"))
@@ -251,7 +251,7 @@ class HostStreams:
             stream.hold = stream.running_end = None
             if error is not None:
                 utterance = stream.first_utterance + action.utterance_id
-                event = {"type": "error", "error": error.to_wire(), "utterance": utterance}
+                event = {"type": EventType.ERROR, "error": error.to_wire(), "utterance": utterance}
                 self.emit(stream, event)
             else:
                 result, compute_s = out
@@ -280,7 +280,7 @@ class HostStreams:
             first = stream.to_input(action.audio_offset)
             end = stream.to_input(action.audio_offset + action.audio.size)
             event.update(
-                type="final",
+                type=EventType.FINAL,
                 reason=str(action.reason),
                 audio_offset=first,
                 n_samples=end - first,
@@ -288,7 +288,7 @@ class HostStreams:
                 segments=[s.to_wire() for s in result.segments],
             )
         else:
-            event["type"] = "partial"
+            event["type"] = EventType.PARTIAL
         return event
 
     def report_progress(self, stream: HostStream) -> None:
@@ -302,7 +302,9 @@ class HostStreams:
         decided = min([decided, *held])
         if decided - stream.reported >= PROGRESS_EVERY_S * ENGINE_SAMPLE_RATE:
             stream.reported = decided
-            self.emit(stream, {"type": "progress", "confirmed_sample": stream.to_input(decided)})
+            self.emit(
+                stream, {"type": EventType.PROGRESS, "confirmed_sample": stream.to_input(decided)}
+            )
 
     def maybe_finish(self, stream: HostStream) -> None:
         if stream.closing and not stream.decoding and not stream.finals:
@@ -312,7 +314,7 @@ class HostStreams:
             self.emit(
                 stream,
                 {
-                    "type": "closed",
+                    "type": EventType.CLOSED,
                     "samples_in": samples_in,
                     "partials_skipped": stream.partials_skipped(),
                 },
