@@ -208,9 +208,11 @@ class RequestTable:
     # ------------------------------------------------------------------ from hosts
     def on_host_reply(self, rep: Replica, msg: Message) -> None:
         """A RESULT or ERROR for a request dispatched to ``rep`` (late or foreign ones are void)."""
-        req = self.inflight.pop(str(msg.header["id"]), None)
+        rid = str(msg.header["id"])
+        req = self.inflight.get(rid)
         if req is None or req.replica is not rep:
-            return
+            return  # a replica the request left (retried elsewhere) must not void it
+        del self.inflight[rid]
         rep.inflight -= 1
         if msg.kind is Kind.RESULT:
             rep.served += 1
