@@ -9,6 +9,7 @@ import pytest
 from orchestrator.coordinator.streams import StreamTable
 from orchestrator.wire.errors import (
     BadAudioError,
+    BadRequestError,
     OverloadedError,
     StreamClosedError,
     StreamSequenceError,
