@@ -1,10 +1,11 @@
 """Typed errors with stable codes, shared by the coordinator, the hosts and the clients.
 
 Every error that crosses a process boundary travels as its ``ErrorCode`` value plus a message;
-the receiving side rebuilds the same exception class with :func:`error_from_code`, so a caller
+the receiving side rebuilds the same exception class with :func:`error_from_wire`, so a caller
 can ``except OverloadedError`` (or branch on ``err.code``) wherever the cause was found.
 
-This module is imported by the host runtime inside every host env: standard library only.
+This module is imported by the host runtime inside every host env: standard library only. Callers
+import it as ``orchestrator.errors`` (a re-export); the package's own modules import it here.
 """
 
 from __future__ import annotations

@@ -49,8 +49,6 @@ from orchestrator.host.load_errors import load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
-#: Longest cause quoted in a model-unavailable message (hub errors embed whole URLs and retries).
-
 REQUEST_OPTIONS = frozenset({"language", "context", "max_tokens"})
 LOAD_OPTIONS = frozenset({"device", "dtype"})
 #: qwen-asr's own default for ``max_new_tokens``.

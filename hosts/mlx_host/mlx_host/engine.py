@@ -49,8 +49,6 @@ from orchestrator.host.load_errors import load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
-#: Longest cause quoted in a model-unavailable message (hub errors embed whole URLs and retries).
-
 #: Options a model may set beyond the request defaults.
 LOAD_OPTIONS = frozenset({"strict_weights"})
 #: Token cap of the warm-up transcript: 'ready' needs one served request, not a long one (and a
