@@ -19,7 +19,17 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, failover, hostenvs, realhosts, routing, scale, utterance
+from bench import (
+    coldstart,
+    failover,
+    hostenvs,
+    realhosts,
+    resampling,
+    routing,
+    scale,
+    utterance,
+    vad,
+)
 from bench.profiles import FULL, QUICK, Profile
 from bench.report import Figure, format_table, machine_info, skipped, write_json
 
@@ -29,6 +39,8 @@ RESULTS_DIR = Path("bench-results")
 #: Run order: cheap and self-contained first, the real stacks (tens of seconds each) last.
 GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "routing": routing.run,
+    "vad": vad.run,
+    "resample": resampling.run,
     "failover": failover.run,
     "coldstart": coldstart.run,
     "scale": scale.run,
@@ -37,7 +49,10 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "realhosts": realhosts.run,
 }
 #: Table order: the issue's order of figures.
-TABLE_ORDER = ("routing", "isolation", "failover", "cold start", "envs", "scale", "streaming")
+TABLE_ORDER = (
+    "routing", "isolation", "failover", "cold start", "envs", "scale", "streaming",
+    "vad", "resample",
+)  # fmt: skip
 
 NOTES = (
     "Every baseline is measured in the same run, on the same machine, right beside its figure; "

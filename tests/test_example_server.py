@@ -49,7 +49,13 @@ def write_config(folder: Path) -> Path:
     lines = ["[coordinator]", f'runtime_dir = "{folder}"']
     lines += [f"{key} = {value}" for key, value in FAST_COORDINATOR.items()]
     lines += ["", "[restart]", *(f"{key} = {value}" for key, value in FAST_RESTART.items())]
-    lines += ["", "[segmenter]", f"end_silence_ms = {END_SILENCE_MS}", "partial_interval_ms = 200"]
+    # The bursts are tones, not speech: the energy detector is the one that hears them.
+    segmenter = [
+        f"end_silence_ms = {END_SILENCE_MS}",
+        "partial_interval_ms = 200",
+        'vad = "energy"',
+    ]
+    lines += ["", "[segmenter]", *segmenter]
     lines += ["", "[hosts.syn]", 'python = "current"', f'engine = "{SYNTHETIC}"', "max_streams = 8"]
     lines += ["", "[hosts.syn.models]", 'echo = "synthetic"', ""]
     path = folder / "orchestrator.toml"

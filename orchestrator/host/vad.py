@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.host.segmenter import EnergyVoiceDetector, VoiceDetector
+from orchestrator.host.segmenter import EnergyVoiceDetector, VoiceDetector, frame_level_dbfs
 from orchestrator.wire.contract import SegmenterSettings
 
 log = logging.getLogger("orchestrator.host.vad")
@@ -50,6 +50,11 @@ class SileroVoiceDetector:
         self._fill = 0
         self._speaking = False
         self.last_probability = 0.0
+        self.min_snr_db = settings.vad_min_snr_db
+        self.rise_db_per_window = (
+            settings.noise_floor_rise_db_per_s * self.window / (settings.sample_rate_hz)
+        )
+        self.noise_floor_dbfs = 0.0  # the first window pulls it down to the room's level
 
     def is_speech(self, frame: np.ndarray) -> bool:
         n = frame.size
@@ -61,7 +66,7 @@ class SileroVoiceDetector:
             window = self._buf[: self.window]  # contiguous and writable, as the library needs
             p = float(self.model.process(memoryview(window.data)))
             self.last_probability = p
-            if p >= self.speech_probability:
+            if p >= self.speech_probability and self._stands_out(window):
                 self._speaking = True
             elif p < self.silence_probability:
                 self._speaking = False
@@ -69,6 +74,13 @@ class SileroVoiceDetector:
             self._buf[:rest] = self._buf[self.window : self._fill]
             self._fill = rest
         return self._speaking
+
+    def _stands_out(self, window: np.ndarray) -> bool:
+        """Louder than the room's noise floor by ``vad_min_snr_db``: voices in the background
+        (babble) are speech to Silero but not the speaker the panel transcribes."""
+        level = frame_level_dbfs(window)
+        self.noise_floor_dbfs = min(self.noise_floor_dbfs + self.rise_db_per_window, level)
+        return self.min_snr_db is None or level > self.noise_floor_dbfs + self.min_snr_db
 
 
 class VadFactory:
@@ -94,7 +106,7 @@ class VadFactory:
             self.fallback_reason = f"silero VAD unavailable ({type(exc).__name__}: {exc})"
             log.warning(
                 "%s; streams use the energy VAD. Fix: install %s in this host's env "
-                "(`nox -s hosts`), or set [segmenter] vad = \"energy\" to choose it",
+                '(`nox -s hosts`), or set [segmenter] vad = "energy" to choose it',
                 self.fallback_reason,
                 SILERO_PACKAGE,
             )
