@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import (
     coldstart,
+    decoding,
     failover,
     hostenvs,
     realhosts,
@@ -41,6 +42,7 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "routing": routing.run,
     "vad": vad.run,
     "resample": resampling.run,
+    "decode": decoding.run,
     "failover": failover.run,
     "coldstart": coldstart.run,
     "scale": scale.run,
@@ -51,7 +53,7 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
     "routing", "isolation", "failover", "cold start", "envs", "scale", "streaming",
-    "vad", "resample",
+    "vad", "resample", "decode",
 )  # fmt: skip
 
 NOTES = (

@@ -17,6 +17,7 @@ FORMATS: dict[str, tuple[str, str, str, str | None]] = {
     "m4a-aac": (".m4a", "av", "aac", "mp4"),
     "webm-opus": (".webm", "av", "libopus", "webm"),
 }
+WRITE_BLOCK_FRAMES = 16_384
 #: Opus only runs at 48 kHz (and a few lower rates); the others keep the source rate.
 OPUS_RATE = 48_000
 
@@ -29,7 +30,12 @@ def write_audio(path: Path, audio: np.ndarray, rate: int, fmt: str) -> Path:
     if writer == "soundfile":
         import soundfile
 
-        soundfile.write(str(path), x, rate, subtype=codec)
+        # In blocks: libsndfile 1.2.2's Vorbis encoder crashes on one large write.
+        with soundfile.SoundFile(
+            str(path), "w", rate, x.shape[1], subtype=codec, format=suffix[1:].upper()
+        ) as out:
+            for start in range(0, x.shape[0], WRITE_BLOCK_FRAMES):
+                out.write(x[start : start + WRITE_BLOCK_FRAMES])
         return path
     import av
 
