@@ -31,7 +31,7 @@ import zmq.asyncio
 
 from orchestrator.audio import pcm as audio_mod
 from orchestrator.coordinator.runtime_dir import read_connection_file
-from orchestrator.host.engine import KNOWN_OPTIONS, Segment
+from orchestrator.host.engine import KNOWN_OPTIONS, Segment, Word, check_bool_options
 from orchestrator.wire.contract import DEFAULT_MAX_MESSAGE_BYTES
 from orchestrator.wire.errors import (
     BadAudioError,
@@ -74,10 +74,19 @@ class TranscriptionResult:
     generation_tokens: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def words(self) -> tuple[Word, ...]:
+        """Every segment's words in order (empty unless ``word_timestamps=True`` was asked)."""
+        return tuple(w for s in self.segments for w in s.words)
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
-    """One event of a stream: opened, partial, final, host_changed, lag, error or closed."""
+    """One event of a stream: opened, partial, final, host_changed, lag, error or closed.
+
+    A partial's or final's ``segments`` (and their ``words``, with ``word_timestamps=True``)
+    are timed in stream seconds, like ``start_s``/``end_s``.
+    """
 
     type: str
     text: str = ""
@@ -88,6 +97,12 @@ class StreamEvent:
     lag_s: float | None = None
     error: OrchestratorError | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    language: str | None = None
+    segments: tuple[Segment, ...] = ()
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        return tuple(w for s in self.segments for w in s.words)
 
 
 class _Core:
@@ -215,6 +230,8 @@ class _Core:
             lag_s=h.get("lag_s"),
             error=err,
             raw=h,
+            language=h.get("language"),
+            segments=tuple(Segment.from_wire(s) for s in h.get("segments") or ()),
         )
 
 
@@ -224,6 +241,7 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise BadRequestError(
             f"unknown option(s) {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
         )
+    check_bool_options(options)
 
 
 def _resolve(

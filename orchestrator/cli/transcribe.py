@@ -36,7 +36,12 @@ DEFAULT_MODEL = "qwen3-asr"
 #: Per request; real models on CPU with a cold cache need far more than the client's default.
 DEFAULT_TRANSCRIBE_TIMEOUT_S = 120.0
 #: Engine option name for each command-line flag (see orchestrator.host.engine.KNOWN_OPTIONS).
-OPTION_FLAGS = {"language": "language", "max_tokens": "max_tokens", "context": "context"}
+OPTION_FLAGS = {
+    "language": "language",
+    "max_tokens": "max_tokens",
+    "context": "context",
+    "word_timestamps": "word_timestamps",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", help="language hint passed to the engine, e.g. English")
     parser.add_argument("--max-tokens", type=int, help="cap on generated tokens")
     parser.add_argument("--context", help="context / prompt text passed to the engine")
+    parser.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        default=None,
+        help="ask the engine for each word's start and end (in --json: segments[].words)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -204,6 +215,7 @@ def result_dict(result: TranscriptionResult) -> dict[str, Any]:
         "model": result.model,
         "text": result.text,
         "language": result.language,
+        "segments": [s.to_wire() for s in result.segments],
         "timings": asdict(result.timings),
         "attempts": result.attempts,
         "prompt_tokens": result.prompt_tokens,

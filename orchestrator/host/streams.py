@@ -279,6 +279,11 @@ class HostStreams:
             "start_s": round(stream.offset_s + action.start_s, 4),
             "end_s": round(stream.offset_s + action.end_s, 4),
             "language": result.language,
+            # Engines time segments and words from the clip's start; events speak stream time.
+            "segments": [
+                s.shifted(stream.offset_s + action.audio_offset / ENGINE_SAMPLE_RATE).to_wire()
+                for s in result.segments
+            ],
             "compute_s": round(compute_s, 4),
             "partials_skipped": stream.partials_skipped(),
             # How stale this result is: audio that arrived after the audio it covers.
@@ -293,7 +298,6 @@ class HostStreams:
                 audio_offset=first,
                 n_samples=end - first,
                 end_sample=end,
-                segments=[s.to_wire() for s in result.segments],
             )
         else:
             event["type"] = "partial"
