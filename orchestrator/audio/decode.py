@@ -1,7 +1,7 @@
 """Audio files of every common kind, decoded on the client, block by block.
 
-Recorded meetings arrive as WAV, FLAC, OGG (Opus, Vorbis), MP3, M4A/AAC and WebM. :func:`open_audio`
-looks at the file's first bytes (not its name) and picks a reader:
+Recorded meetings arrive as WAV, FLAC, OGG (Opus, Vorbis), MP3, M4A/AAC and WebM.
+:func:`open_audio` looks at the file's first bytes (not its name) and picks a reader:
 
 * WAV: ``orchestrator.audio.wav`` (it knows every sample encoding and where the header lies);
 * FLAC and OGG Vorbis/FLAC: soundfile (libsndfile), falling back to PyAV for what it cannot read;
@@ -100,7 +100,8 @@ class AudioFile:
     def blocks(
         self, block_frames: int = DEFAULT_BLOCK_FRAMES, sample_rate: int | None = None
     ) -> Iterator[np.ndarray]:
-        """Mono float32 blocks, resampled to ``sample_rate`` if given; checks the length at the end."""
+        """Mono float32 blocks, resampled to ``sample_rate`` if given; at the end, checks that
+        the decode reached the declared length (a warning if not, BadAudioError if nothing)."""
         resampler = (
             Resampler(self.info.sample_rate, sample_rate)
             if sample_rate and sample_rate != self.info.sample_rate

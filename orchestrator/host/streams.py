@@ -1,8 +1,8 @@
 """Host side of streaming: turns any engine into a streaming one.
 
 Neither stack streams Qwen3-ASR incrementally, so per stream the host buffers audio, finds
-utterance ends with the segmenter (Silero VAD by default, see ``vad``), re-decodes the open utterance at a
-cadence for partials and decodes each finished utterance for its final. One decode runs per
+utterance ends with the segmenter (Silero VAD by default, see ``vad``), re-decodes the open
+utterance at a cadence for partials and decodes each finished utterance for its final. One decode runs per
 stream at a time; finals queue in order and are never skipped; a partial that went stale while
 another decode ran is replaced by the newer one (counted). When decoding falls behind real time
 by more than ``lag_skip_s``, partials are skipped entirely until it catches up: never audio.
