@@ -19,7 +19,18 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, failover, hostenvs, realhosts, routing, scale, utterance
+from bench import (
+    coldstart,
+    decoding,
+    failover,
+    hostenvs,
+    realhosts,
+    resampling,
+    routing,
+    scale,
+    utterance,
+    vad,
+)
 from bench.profiles import FULL, QUICK, Profile
 from bench.report import Figure, format_table, machine_info, skipped, write_json
 
@@ -29,6 +40,9 @@ RESULTS_DIR = Path("bench-results")
 #: Run order: cheap and self-contained first, the real stacks (tens of seconds each) last.
 GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "routing": routing.run,
+    "vad": vad.run,
+    "resample": resampling.run,
+    "decode": decoding.run,
     "failover": failover.run,
     "coldstart": coldstart.run,
     "scale": scale.run,
@@ -37,7 +51,10 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "realhosts": realhosts.run,
 }
 #: Table order: the issue's order of figures.
-TABLE_ORDER = ("routing", "isolation", "failover", "cold start", "envs", "scale", "streaming")
+TABLE_ORDER = (
+    "routing", "isolation", "failover", "cold start", "envs", "scale", "streaming",
+    "vad", "resample", "decode",
+)  # fmt: skip
 
 NOTES = (
     "Every baseline is measured in the same run, on the same machine, right beside its figure; "

@@ -40,6 +40,7 @@ from orchestrator.audio.resample import resample
 from orchestrator.call_queue import CallQueue
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
 from orchestrator.host.streams import HostStreams
+from orchestrator.host.vad import VadFactory
 from orchestrator.wire.contract import (
     EXIT_ENGINE_FAILED,
     EXIT_OK,
@@ -110,6 +111,7 @@ class HostRuntime:
         self.last_heard = time.monotonic()
         self.parent_gone = threading.Event()
         self.streams: HostStreams | None = None  # created once the engine is loaded
+        self.vad: VadFactory | None = None  # loaded with the engine (the Silero model, if any)
 
     # ----------------------------------------------------------------- plumbing
     def send(self, msg: Message) -> None:
@@ -200,6 +202,9 @@ class HostRuntime:
             cls = load_engine_class(self.boot.engine)
             engine = cls(self.boot.engine_options)
             self.load_timings["import_s"] = time.monotonic() - t0
+            t_vad = time.monotonic()
+            self.vad = VadFactory(self.boot.segmenter)
+            self.load_timings["vad_load_s"] = time.monotonic() - t_vad
             for spec in self.boot.models:
                 if spec.name in self.on_demand:
                     continue
@@ -216,7 +221,7 @@ class HostRuntime:
                 self.exit_code = EXIT_ENGINE_FAILED
                 self.stop()
                 return
-            self.streams = HostStreams(self, self.engine, self.boot.segmenter)
+            self.streams = HostStreams(self, self.engine, self.boot.segmenter, self.vad)
             if self.state is RuntimeState.LOADING:  # not if told to drain or stop meanwhile
                 self.state = RuntimeState.READY
             self.send(self.ready_message())
@@ -248,6 +253,7 @@ class HostRuntime:
                 },
                 "unavailable": dict(self.unavailable),
                 "capabilities": self.engine.capabilities(),
+                **(self.vad.report() if self.vad is not None else {}),
                 "versions": versions,
                 "timings": dict(self.load_timings),
             },
