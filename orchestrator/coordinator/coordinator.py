@@ -31,7 +31,7 @@ from orchestrator.coordinator import runtime_dir
 from orchestrator.coordinator.broker import Broker
 from orchestrator.coordinator.config import Config, load_config
 from orchestrator.coordinator.supervisor import SERVING, HostState
-from orchestrator.wire.errors import ConfigError
+from orchestrator.wire.errors import ConfigError, EnvError
 from orchestrator.wire.protocol import new_key
 
 if TYPE_CHECKING:
@@ -137,12 +137,13 @@ class Coordinator:
         for host in self.config.hosts.values():
             if not host.env:
                 continue
+            key = f"{self.config.source}: hosts.{host.name}.env"
             try:
                 envs.check_env(host.env, Path(self.config.root))
             except ConfigError as exc:  # not a host project at all: point at the config key
-                raise ConfigError(
-                    f"{self.config.source}: hosts.{host.name}.env: {exc} (fix: name one of those)"
-                ) from None
+                raise ConfigError(f"{key}: {exc} (fix: name one of those)") from None
+            except EnvError as exc:  # missing or stale: the same class, now naming file and key
+                raise type(exc)(f"{key}: {exc.reason}", host=exc.host, fix=exc.fix) from None
 
     def _run(self) -> None:
         assert self.broker is not None

@@ -107,6 +107,7 @@ class EnvError(Exception):
 
     def __init__(self, message: str, *, host: str, fix: str = "nox -s hosts") -> None:
         super().__init__(f"{message} (fix: {fix})")
+        self.reason = message
         self.host = host
         self.fix = fix
 
