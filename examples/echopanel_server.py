@@ -42,9 +42,10 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.client import AsyncClient, AsyncStream, StreamEvent
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.config import load_config
 from orchestrator.coordinator.health import overall_status
 from orchestrator.echopanel import FrameError, Source, parse_frame
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError
 
 #: EchoPanel captures and sends 16 kHz audio; its frames do not say so themselves.
 SAMPLE_RATE_HZ = 16_000
@@ -63,12 +64,13 @@ FORWARDED = frozenset({"partial", "final", "host_changed", "error", "closed"})
 
 def create_app(config_path: str | Path | None = None, model: str | None = None) -> FastAPI:
     """The app; the config path and model default to $ORCHESTRATOR_CONFIG / $ECHOPANEL_MODEL."""
-    config_path = Path(config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    # Read now, not in the lifespan: a missing or bad config is refused before uvicorn starts.
+    config = load_config(Path(config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG))
     model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Coordinator.from_config(config_path) as coordinator:
+        async with Coordinator(config) as coordinator:
             app.state.client = coordinator.client()
             try:
                 yield
@@ -265,7 +267,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(args.config, args.model), host=args.host, port=args.port)
+    try:
+        app = create_app(args.config, args.model)
+    except ConfigError as exc:  # the user's mistake: one line, no traceback
+        parser.exit(1, f"{parser.prog}: {exc}\n")
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

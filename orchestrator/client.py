@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import time
 from collections import deque
@@ -126,7 +127,7 @@ class _Core:
     ) -> tuple[str, Message, float]:
         payload, fmt = audio_mod.encode_audio(audio, sample_rate)
         _check_options(options)
-        timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
+        timeout = check_timeout(timeout_s if timeout_s is not None else self.timeout_s)
         rid = self.new_id()
         header = {
             "id": rid,
@@ -217,6 +218,20 @@ class _Core:
             error=err,
             raw=h,
         )
+
+
+def check_timeout(timeout_s: object) -> float:
+    """A request timeout must be a positive, finite number of seconds (0 is not "the default")."""
+    try:
+        value = float(timeout_s)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise BadRequestError(
+            f"timeout must be a positive, finite number of seconds, got {timeout_s!r} "
+            "(fix: e.g. timeout=30)"
+        )
+    return value
 
 
 def _check_options(options: Mapping[str, Any]) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator.audio.wav import read_wav
+from orchestrator.cli import arguments, logs
 from orchestrator.cli import health as health_cli
-from orchestrator.cli import logs
 from orchestrator.client import Client, TranscriptionResult
 from orchestrator.wire.errors import OrchestratorError, UnknownModelError
 
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", help="context / prompt text passed to the engine")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=arguments.seconds,
         default=DEFAULT_TRANSCRIBE_TIMEOUT_S,
         help=f"seconds per request (default {DEFAULT_TRANSCRIBE_TIMEOUT_S:g})",
     )

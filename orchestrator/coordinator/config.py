@@ -92,8 +92,8 @@ def _seconds(default: float, high: float = DAY_S) -> Any:
 class RestartPolicy:
     """When and how often a dead or hung host is restarted (jupyter_client's restarter, with backoff)."""
 
-    backoff_initial_s: float = _seconds(0.2)
-    backoff_max_s: float = _seconds(5.0)
+    backoff_initial_s: float = bounded(0.2, Range(0, DAY_S))  # 0: restart at once
+    backoff_max_s: float = bounded(5.0, Range(0, DAY_S))
     backoff_factor: float = bounded(2.0, Range(1, 100))
     #: More restarts than this inside ``restart_window_s`` marks the host failed.
     max_restarts: int = bounded(5, NON_NEGATIVE)

@@ -23,6 +23,7 @@ import enum
 import hashlib
 import hmac
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,23 @@ Frames = Sequence[bytes | memoryview]
 #: One encoder for every header: ``json.dumps`` with any non-default argument builds a new
 #: JSONEncoder per call, a third of the cost of encoding a small header.
 _HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _finite_float(text: str) -> float:
+    """JSON numbers only: ``1e999`` would become inf and be echoed back as ``Infinity``."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:32]}")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: Strict JSON headers: NaN, Infinity and overflowing numbers are malformed, so nothing we
+#: received can make us send a header that is not JSON.
+_HEADER_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
 
 
 class Kind(enum.StrEnum):
@@ -152,7 +170,7 @@ class Codec:
         if len(body[1]) > MAX_HEADER_BYTES:
             raise ProtocolError("header too large", reason="oversize")
         try:
-            header = json.loads(bytes(body[1]))
+            header = _HEADER_DECODER.decode(bytes(body[1]).decode())
         except (ValueError, RecursionError):  # also a 5000-digit number, or nesting past the stack
             raise ProtocolError("header is not JSON", reason="malformed") from None
         if not isinstance(header, dict):
