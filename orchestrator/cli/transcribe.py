@@ -1,10 +1,16 @@
-"""``python -m orchestrator transcribe FILE.wav``: the main job, from a terminal.
+"""``python -m orchestrator transcribe FILE``: the main job, from a terminal, for any length.
 
-With ``--config`` it embeds a coordinator (starts the hosts, transcribes, stops them); otherwise
-it connects to a running one through its connection file. The WAV (any rate, 8-32-bit PCM or
-float) is sent as float32 at the file's own rate: the host resamples it to what its engine takes.
-With ``--all-hosts`` the same audio goes to every host serving the model, pinned to each in turn,
-so their transcripts and timings can be compared side by side. The health table follows.
+The file is read streamed and checked from its header first (rate, length): a file no host can
+take is refused before any host starts. With ``--config`` it embeds a coordinator (starts the
+hosts, transcribes, stops them); otherwise it connects to a running one through its connection
+file. The long-form path (``orchestrator.longform``) converts the audio once to 16 kHz PCM16,
+cuts it at pauses, keeps every serving replica busy and merges the pieces with file timestamps.
+
+Output: by default a report (the file's facts, each host's transcript and timings, the health
+table); ``--format txt|json|srt|vtt`` prints just the transcript in that format, and ``-o FILE``
+writes it there (format from the suffix unless given). ``--all-hosts`` sends the whole file to
+every host serving the model in turn, for side-by-side comparison. ``--json`` is the report as
+one JSON object. A progress bar shows on a terminal's stderr, never when piped.
 """
 
 from __future__ import annotations
@@ -12,32 +18,36 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from orchestrator.audio.wav import read_wav
+from orchestrator.audio.stream import AudioInfo
 from orchestrator.cli import arguments, logs
 from orchestrator.cli import health as health_cli
-from orchestrator.client import Client, TranscriptionResult
-from orchestrator.wire.errors import OrchestratorError, UnknownModelError
+from orchestrator.cli.progress import ProgressBar
+from orchestrator.client import Client
+from orchestrator.longform import formats
+from orchestrator.longform.merge import Transcript
+from orchestrator.longform.planner import DEFAULT_MAX_PIECE_S, PiecePlan
+from orchestrator.longform.runner import hosts_of
+from orchestrator.longform.source import DEFAULT_MAX_DURATION_S, check_limits, open_audio
+from orchestrator.wire.errors import OrchestratorError
 
 log = logging.getLogger(logs.CLI_LOGGER)
 
 EXIT_OK, EXIT_FAILED = 0, 1
 DEFAULT_MODEL = "qwen3-asr"
-#: Per request; real models on CPU with a cold cache need far more than the client's default.
+#: Per piece; real models on CPU with a cold cache need far more than the client's default.
 DEFAULT_TRANSCRIBE_TIMEOUT_S = 120.0
 #: Engine option name for each command-line flag (see orchestrator.wire.messages.KNOWN_OPTIONS).
 OPTION_FLAGS = {"language": "language", "max_tokens": "max_tokens", "context": "context"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="a WAV file (any rate; PCM 8-32 bit or float)")
+    parser.add_argument("file", type=Path, help="a WAV recording of any length, rate and width")
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"model or alias (default {DEFAULT_MODEL})"
     )
@@ -50,16 +60,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--connection-file", help="connect to a running coordinator (default: yours)"
     )
     parser.add_argument("--language", help="language hint passed to the engine, e.g. English")
-    parser.add_argument("--max-tokens", type=int, help="cap on generated tokens")
+    parser.add_argument("--max-tokens", type=int, help="cap on generated tokens per piece")
     parser.add_argument("--context", help="context / prompt text passed to the engine")
     parser.add_argument(
         "--timeout",
         type=arguments.seconds,
         default=DEFAULT_TRANSCRIBE_TIMEOUT_S,
-        help=f"seconds per request (default {DEFAULT_TRANSCRIBE_TIMEOUT_S:g})",
+        help=f"seconds per piece (default {DEFAULT_TRANSCRIBE_TIMEOUT_S:g})",
     )
     parser.add_argument(
-        "--json", action="store_true", help="print results and health as one JSON object"
+        "--max-piece",
+        type=arguments.seconds,
+        default=DEFAULT_MAX_PIECE_S,
+        metavar="SECONDS",
+        help=f"longest piece sent at once: the engine's window (default {DEFAULT_MAX_PIECE_S:g})",
+    )
+    parser.add_argument(
+        "--format", choices=formats.FORMATS, help="print only the transcript, in this format"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="write the transcript here (format from its suffix)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the whole report as one JSON object"
     )
 
 
@@ -72,21 +95,16 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def hosts_serving(health: Mapping[str, Any], model: str) -> list[str]:
-    """The hosts configured for ``model`` (a name or alias) in fallback order, from a snapshot."""
-    for name, info in health["models"].items():
-        if model == name or model in (info.get("aliases") or ()):
-            return list(info["hosts"])
-    known = sorted(
-        {n for name, info in health["models"].items() for n in (name, *info.get("aliases", ()))}
-    )
-    raise UnknownModelError(f"unknown model {model!r}; known: {known}", model=model)
-
-
 def run(args: argparse.Namespace) -> int:
     logs.setup_logging(args.log_level or logs.DEFAULT_LIBRARY_LEVEL, args.log_format or "text")
-    audio, rate = read_wav(args.file)
-    log.info("%s: %.2fs at %d Hz", args.file, audio.size / rate, rate)
+    if (args.format or args.output) and (args.all_hosts or args.json):
+        raise ValueError("--format/-o write one transcript (fix: drop --all-hosts / --json)")
+    plan = _plan(args.max_piece)
+    stream = open_audio(args.file)  # the header only: refuse now, before any host starts
+    info = stream.info
+    stream.close()
+    check_limits(info, str(args.file), DEFAULT_MAX_DURATION_S)
+    log.info("%s: %s", args.file, info.describe())
     coord = None
     if args.config:
         from orchestrator.cli.serve import start_and_settle
@@ -105,83 +123,113 @@ def run(args: argparse.Namespace) -> int:
     else:
         client = Client.connect(args.connection_file)
     try:
-        return _transcribe_and_report(client, audio, rate, args)
+        if args.format or args.output:
+            return _write_transcript(client, plan, args)
+        return _report(client, plan, info, args)
     finally:
         client.close()  # before the coordinator: its context waits for every socket to close
         if coord is not None:
             coord.close()
 
 
-def _transcribe_and_report(
-    client: Client, audio: np.ndarray, rate: int, args: argparse.Namespace
-) -> int:
-    health = client.health()
+def _plan(max_piece_s: float) -> PiecePlan:
+    plan = PiecePlan()
+    if max_piece_s != plan.max_piece_s:
+        plan = PiecePlan(max_piece_s, search_s=min(plan.search_s, max_piece_s / 3))
+    return plan
+
+
+def _transcribe(
+    client: Client, plan: PiecePlan, args: argparse.Namespace, host: str | None
+) -> Transcript:
+    bar = ProgressBar.for_terminal()
+    try:
+        return client.transcribe_file(
+            args.file,
+            model=args.model,
+            host=host,
+            timeout=args.timeout,
+            plan=plan,
+            on_progress=bar,
+            **engine_options(args),
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _write_transcript(client: Client, plan: PiecePlan, args: argparse.Namespace) -> int:
+    transcript = _transcribe(client, plan, args, None)
+    fmt = args.format or formats.format_for_path(args.output)
+    text = formats.render(transcript, fmt)
+    if args.output:
+        args.output.write_text(text)
+        log.info("wrote %s (%s, %d segments)", args.output, fmt, len(transcript.segments))
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _report(client: Client, plan: PiecePlan, info: AudioInfo, args: argparse.Namespace) -> int:
     targets: list[str | None] = (
-        list(hosts_serving(health, args.model)) if args.all_hosts else [None]
+        list(hosts_of(client.health(), args.model)) if args.all_hosts else [None]
     )
-    options = engine_options(args)
-    outcomes = [_transcribe(client, audio, rate, args, options, host) for host in targets]
+    outcomes = []
+    for host in targets:  # an error is part of the report: the other hosts still get their turn
+        try:
+            outcomes.append(outcome_dict(_transcribe(client, plan, args, host)))
+        except OrchestratorError as exc:
+            log.debug("transcription on %s failed", host or "any host", exc_info=True)
+            outcomes.append({"host": host, "model": args.model, "error": exc.to_wire()})
     health = client.health()  # after the requests: served counts and the hosts' state now
     if args.json:
         report = {
             "file": str(args.file),
-            "sample_rate": rate,
-            "duration_s": round(audio.size / rate, 3),
+            "sample_rate": info.sample_rate,
+            "channels": info.channels,
+            "duration_s": round(info.duration_s or 0.0, 3),
             "results": outcomes,
             "health": {"status": health_cli.overall_status(health), **health},
         }
         print(json.dumps(report, default=str))
     else:
+        print(f"file: {args.file} ({info.describe()})\n")
         for outcome in outcomes:
             print(format_outcome(outcome) + "\n")
         print(health_cli.render(health))
     return EXIT_OK if all("error" not in o for o in outcomes) else EXIT_FAILED
 
 
-def _transcribe(
-    client: Client,
-    audio: np.ndarray,
-    rate: int,
-    args: argparse.Namespace,
-    options: Mapping[str, Any],
-    host: str | None,
-) -> dict[str, Any]:
-    """One request; an error is part of the report (the other hosts still get their turn)."""
-    try:
-        result = client.transcribe(
-            audio, sample_rate=rate, model=args.model, timeout=args.timeout, host=host, **options
-        )
-    except OrchestratorError as exc:
-        log.debug("request to %s failed", host or "any host", exc_info=True)
-        return {"host": host, "model": args.model, "error": exc.to_wire()}
-    return result_dict(result)
-
-
-def result_dict(result: TranscriptionResult) -> dict[str, Any]:
+def outcome_dict(transcript: Transcript) -> dict[str, Any]:
+    """One host's (or the pool's) transcript and figures, JSON-safe."""
     return {
-        "host": result.host,
-        "replica": result.replica,
-        "model": result.model,
-        "text": result.text,
-        "language": result.language,
-        "timings": asdict(result.timings),
-        "attempts": result.attempts,
-        "prompt_tokens": result.prompt_tokens,
-        "generation_tokens": result.generation_tokens,
+        "host": ",".join(sorted(transcript.hosts)),
+        "replicas": dict(transcript.replicas),
+        "model": transcript.model,
+        "text": transcript.text,
+        "language": transcript.language,
+        "segments": transcript.to_dict()["segments"],
+        "pieces": transcript.pieces,
+        "wall_s": round(transcript.wall_s, 3),
+        "real_time_factor": round(transcript.real_time_factor, 4),
+        "timings": {k: round(v, 4) for k, v in transcript.timings.items()},
     }
 
 
 def format_outcome(outcome: Mapping[str, Any]) -> str:
-    """A host's transcript and timings, or its error, as a few readable lines."""
+    """A host's transcript and figures, or its error, as a few readable lines."""
     if "error" in outcome:
         error = outcome["error"]
         return f"== {outcome['host'] or 'any host'}: {outcome['model']} ==\nerror [{error['code']}] {error['message']}"
     t = outcome["timings"]
+    replicas = ", ".join(f"{name} {n}" for name, n in sorted(outcome["replicas"].items()))
     return "\n".join(
         [
-            f"== {outcome['host']} (replica {outcome['replica']}): {outcome['model']} ==",
+            f"== {outcome['host']} (pieces per replica: {replicas}): {outcome['model']} ==",
             outcome["text"],
-            f"timings: queued {t['queued_s']:.3f}s, compute {t['compute_s']:.3f}s, total {t['total_s']:.3f}s"
+            f"{outcome['pieces']} piece(s) in {outcome['wall_s']:.2f}s "
+            f"(real-time factor {outcome['real_time_factor']:.3f}); per piece summed: "
+            f"queued {t['queued_s']:.3f}s, compute {t['compute_s']:.3f}s, total {t['total_s']:.3f}s"
             + (f"; language {outcome['language']}" if outcome.get("language") else ""),
         ]
     )

@@ -44,24 +44,27 @@ KEY_BYTES = 32
 Frames = Sequence[bytes | memoryview]
 #: One encoder for every header: ``json.dumps`` with any non-default argument builds a new
 #: JSONEncoder per call, a third of the cost of encoding a small header.
-_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
-def _finite_float(text: str) -> float:
-    """JSON numbers only: ``1e999`` would become inf and be echoed back as ``Infinity``."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number out of range: {text[:32]}")
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
     return value
 
 
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
-#: Strict JSON headers: NaN, Infinity and overflowing numbers are malformed, so nothing we
-#: received can make us send a header that is not JSON.
-_HEADER_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+def encode_header(header: dict[str, Any]) -> bytes:
+    """A header as strict JSON. A non-finite number (an id of ``1e999`` parses to inf and is
+    echoed back) becomes null rather than ``Infinity``, which no JSON parser need accept."""
+    try:
+        return _HEADER_ENCODER.encode(header).encode()
+    except ValueError:  # the rare slow path: only headers that carry such a number
+        return _HEADER_ENCODER.encode(_json_safe(header)).encode()
 
 
 class Kind(enum.StrEnum):
@@ -141,7 +144,7 @@ class Codec:
         """Frames ready for ``send_multipart`` (identity frames are the caller's)."""
         self._mid_count += 1
         msg.header["mid"] = f"{self._mid_prefix}{self._mid_count:x}"
-        header = _HEADER_ENCODER.encode(msg.header).encode()
+        header = encode_header(msg.header)
         kind = msg.kind.value.encode()
         body = [kind, header, *msg.payloads]
         return [VERSION_FRAME, self._sign(body), *body]
@@ -170,7 +173,7 @@ class Codec:
         if len(body[1]) > MAX_HEADER_BYTES:
             raise ProtocolError("header too large", reason="oversize")
         try:
-            header = _HEADER_DECODER.decode(bytes(body[1]).decode())
+            header = json.loads(bytes(body[1]))
         except (ValueError, RecursionError):  # also a 5000-digit number, or nesting past the stack
             raise ProtocolError("header is not JSON", reason="malformed") from None
         if not isinstance(header, dict):
