@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.recordings import write_long_wav
 from cli_support import (
     REPO,
     cli_env,
@@ -23,7 +24,6 @@ from cli_support import (
     synthetic_toml,
     write_config,
 )
-from longform_support import write_long_wav
 from orchestrator.audio.wav import open_wav, read_wav, write_wav
 from orchestrator.coordinator.config import config_from_dict
 from orchestrator.errors import BadAudioError

@@ -1,5 +1,5 @@
-"""Recordings for the long-form tests and benchmark: speech-like bursts with pauses, written
-streamed so an hour-long file never sits in the writer's memory either."""
+"""Long recordings for the long-form benchmark and tests: bursts of speech (or speech-like noise)
+with pauses, written block by block so an hour-long file never sits in the writer's memory."""
 
 from __future__ import annotations
 
