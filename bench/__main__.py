@@ -24,6 +24,7 @@ from bench import (
     decoding,
     failover,
     hostenvs,
+    longform,
     realhosts,
     resampling,
     routing,
@@ -49,10 +50,11 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "streaming": utterance.run,
     "envs": hostenvs.run,
     "realhosts": realhosts.run,
+    "longform": longform.run,
 }
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
-    "routing", "isolation", "failover", "cold start", "envs", "scale", "streaming",
+    "routing", "isolation", "failover", "cold start", "envs", "scale", "streaming", "longform",
     "vad", "resample", "decode",
 )  # fmt: skip
 

@@ -44,9 +44,10 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.client import AsyncClient, AsyncStream, StreamEvent
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.config import load_config
 from orchestrator.coordinator.health import overall_status
 from orchestrator.echopanel import FrameError, Source, parse_frame
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError
 
 #: EchoPanel captures and sends 16 kHz audio; its frames do not say so themselves.
 SAMPLE_RATE_HZ = 16_000
@@ -73,7 +74,8 @@ def create_app(
 ) -> FastAPI:
     """The app; the config path, model and word timing default to $ORCHESTRATOR_CONFIG,
     $ECHOPANEL_MODEL and $ECHOPANEL_WORD_TIMESTAMPS."""
-    config_path = Path(config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    # Read now, not in the lifespan: a missing or bad config is refused before uvicorn starts.
+    config = load_config(Path(config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG))
     model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     if word_timestamps is None:
         word_timestamps = os.environ.get(WORD_TIMESTAMPS_ENV) == "1"
@@ -81,7 +83,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Coordinator.from_config(config_path) as coordinator:
+        async with Coordinator(config) as coordinator:
             app.state.client = coordinator.client()
             try:
                 yield
@@ -296,7 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(args.config, args.model, args.word_timestamps)
+    try:
+        app = create_app(args.config, args.model, args.word_timestamps)
+    except ConfigError as exc:  # the user's mistake: one line, no traceback
+        parser.exit(1, f"{parser.prog}: {exc}\n")
     uvicorn.run(app, host=args.host, port=args.port)
 
 

@@ -31,6 +31,7 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
+from cli_support import cli_env
 from examples.echopanel_server import create_app
 from orchestrator.echopanel import Mode, Source, build_frame
 from stream_support import CHUNK_MS, SpeechLike, check_finals, check_partials, speech_like
@@ -340,6 +341,7 @@ def test_the_command_line_server_serves_then_stops_its_hosts_on_ctrl_c() -> None
             ],
             stderr=subprocess.PIPE,
             text=True,
+            env=cli_env(),  # this checkout's package, whatever else the interpreter has installed
         )
         lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         threading.Thread(

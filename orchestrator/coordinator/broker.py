@@ -44,6 +44,10 @@ MAX_MESSAGES_PER_TURN = 1000
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
+#: What an operator may ask of a host's replicas (``python -m orchestrator host ACTION NAME``).
+CONTROL_ACTIONS = ("stop", "start", "restart")
+
+
 def _recv_frames(sock: zmq.Socket[Any]) -> list[zmq.Frame]:
     """``recv_multipart(flags=NOBLOCK, copy=False)``: raises zmq.Again when nothing is waiting.
 
@@ -232,9 +236,13 @@ class Broker:
         """Operator actions: stop or start a host's replicas (also how tests fail a host)."""
         action, host = msg.header.get("action"), msg.header.get("host")
         replicas = self.router.replicas_of(str(host))
-        if not replicas or action not in ("stop", "start", "restart"):
+        if action not in CONTROL_ACTIONS:
             raise BadRequestError(
-                f"control needs action stop|start|restart and a known host, got {action} {host}"
+                f"unknown control action {action!r} (fix: one of {', '.join(CONTROL_ACTIONS)})"
+            )
+        if not replicas:
+            raise BadRequestError(
+                f"no host named {host!r} (fix: one of {', '.join(sorted(self.config.hosts))})"
             )
         for rep in replicas:
             if action == "stop":
@@ -242,7 +250,7 @@ class Broker:
             elif action == "start":
                 self.supervisor.start(rep)
             else:
-                self.supervisor.recycle(rep, "restart requested")
+                self.supervisor.restart(rep, "restart requested by an operator")
         reply = {"id": msg.header.get("id"), "ok": True}
         self.outbox.to_client(client, Message(Kind.CONTROL_REPLY, reply))
 
