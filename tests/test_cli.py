@@ -331,7 +331,7 @@ def test_transcribe_resamples_a_44k_file_on_a_running_coordinator(tmp_short: Pat
         )
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
-    assert out[0] == f"file: {wav} (1.00 s, 44100 Hz, 1 channel, PCM 16-bit)"
+    assert out[0] == f"file: {wav} (1.00 s, 44100 Hz, 1 channel, wav pcm_s16le)"
     assert out[2] == "== syn (pieces per replica: syn.0 1): echo =="
     fp = parse_fingerprint(out[3])
     assert abs(fp["n"] - expected.size) <= 1  # streamed resampling: the same length
