@@ -1,4 +1,4 @@
-"""The command line: ``python -m orchestrator serve | health | transcribe | fetch``.
+"""The command line: ``python -m orchestrator serve | health | transcribe | fetch | keys``.
 
 This module only builds the parser and dispatches; each command lives in its own module
 (``serve``, ``health``, ``transcribe``, ``fetch``) with ``add_arguments`` and ``run``. Results go
@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from orchestrator.cli import fetch, health, logs, serve, transcribe
+from orchestrator.cli import fetch, health, keys, logs, serve, transcribe
 from orchestrator.wire.errors import ConfigError, EnvError, OrchestratorError
 
 EXIT_FAILED = 1
@@ -27,6 +27,7 @@ COMMANDS = {
     "health": (health, "show every host replica; exit 0 ready, 1 degraded, 2 down"),
     "transcribe": (transcribe, "transcribe a WAV file and print each host's text and timings"),
     "fetch": (fetch, "pre-fetch a config's models into the Hugging Face cache, with progress"),
+    "keys": (keys, "CurveZMQ key files for hosts and clients on other machines"),
 }
 
 
