@@ -19,7 +19,7 @@ External replicas (``[hosts.X] external = true``) are processes other machines r
     STOPPED --dial-in--> STARTING --ready--> READY <--> BUSY
        ^                    |                  |  silent, replaced, recycled
        |                    +---silent-------->+--> UNHEALTHY (its work fails over at once)
-       +----gone_after_s, or drained away------------------/       \--dial-in--> STARTING
+       +----gone_after_s, or drained away------------------/       \\--dial-in--> STARTING
 """
 
 from __future__ import annotations

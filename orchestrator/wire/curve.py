@@ -95,6 +95,7 @@ def generate_keypair(directory: str | Path, name: str, *, overwrite: bool = Fals
 def write_public_key(path: str | Path, public: bytes) -> Path:
     """A public-only certificate (what ``keys authorize`` drops into an allow-list)."""
     path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _write_certificate(path, public, None, mode=0o644)
     return path
 
