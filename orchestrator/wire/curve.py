@@ -5,7 +5,9 @@ Key files are ZeroMQ certificates (the format of pyzmq's ``zmq.auth``, read with
 
     NAME.key          public key: hand it out (the coordinator's goes to hosts and clients; a
                       host's or client's goes into the coordinator's allow-list)
-    NAME.key_secret   public + secret key, created 0600 and refused when others can read it
+    NAME.key_secret   public + secret key, created 0600; refused when others can read it or
+                      anyone but its owner can write it (group read is let through: that is
+                      how Kubernetes mounts a Secret for a non-root pod with an fsGroup)
 
 The coordinator's key folder holds ``coordinator.key_secret`` plus its allow-list:
 ``hosts/*.key`` (hosts that may dial in) and ``clients/*.key`` (remote clients). Each file's name
@@ -114,14 +116,14 @@ def _write_certificate(path: Path, public: bytes, secret: bytes | None, *, mode:
 
 
 def load_keypair(directory: str | Path, name: str) -> KeyPair:
-    """Read ``directory/NAME.key_secret``; refuse it if anyone but its owner can read it."""
+    """Read ``directory/NAME.key_secret``; refuse it if others can read or write it."""
     path = Path(directory) / f"{check_name(name)}{SECRET_SUFFIX}"
     if not path.is_file():
         raise ConfigError(
             f"no secret key {path} (fix: python -m orchestrator keys generate {directory} --name {name})"
         )
     mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
+    if mode & 0o027:
         raise ConfigError(
             f"{path} is readable by others (mode {mode:o}) (fix: chmod 600 {path})"
         )
