@@ -18,7 +18,6 @@ import zmq.asyncio
 
 from bench.bare import HWM
 
-
 #: Called on a client's socket before it connects (the Curve client keys, for one).
 Configure = Callable[[zmq.Socket[Any]], None]
 

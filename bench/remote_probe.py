@@ -62,7 +62,10 @@ def bare_echo(spec: dict[str, Any], port: int, with_curve: bool) -> Iterator[str
 @contextlib.contextmanager
 def ours(spec: dict[str, Any]) -> Iterator[Coordinator]:
     raw = raw_config({KIND: {"external": True, "models": {MODEL: "synthetic"}}})
-    raw["remote"] = {"listen": f"tcp://0.0.0.0:{spec['port']}", "keys_dir": spec["coordinator_keys"]}
+    raw["remote"] = {
+        "listen": f"tcp://0.0.0.0:{spec['port']}",
+        "keys_dir": spec["coordinator_keys"],
+    }
     coord = Coordinator(config_from_dict(raw, source="<bench>"))
     coord.start()
     host = in_host_ns(
@@ -109,7 +112,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                     )
                     client.close()
 
-                    async def pipelined(endpoint: str = endpoint, configure: Any = configure) -> float:
+                    async def pipelined(
+                        endpoint: str = endpoint, configure: Any = configure
+                    ) -> float:
                         aclient = BareAsyncClient(ctx, endpoint, configure)
                         try:
                             result = await loops.pipelined(
@@ -123,7 +128,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             with ours(spec) as coord:
                 sync = coord.sync_client()
                 out["ours"]["round_trips"] += loops.sync_round_trips(
-                    lambda: sync.transcribe(payload, sample_rate=16000, model=MODEL), n, warmup
+                    lambda c=sync: c.transcribe(payload, sample_rate=16000, model=MODEL), n, warmup
                 )
 
                 async def ours_pipelined() -> float:

@@ -111,9 +111,7 @@ class Scenario:
             lambda: any(n == name and s == state and t > after for t, n, s, _ in self.transitions),
             f"{name} {state}",
         )
-        return min(
-            t for t, n, s, _ in self.transitions if n == name and s == state and t > after
-        )
+        return min(t for t, n, s, _ in self.transitions if n == name and s == state and t > after)
 
     def link_of(self, replica: dict[str, Any]) -> int:
         """Which host namespace a replica dialled in from (by the address it came from)."""
@@ -143,9 +141,7 @@ class Scenario:
             assert_fingerprint(result.text, clip)
         return list(results)
 
-    async def stream_through(
-        self, client: AsyncClient, seed: int, fault: Any
-    ) -> dict[str, Any]:
+    async def stream_through(self, client: AsyncClient, seed: int, fault: Any) -> dict[str, Any]:
         """Stream speech in real time; halfway, ``fault(replica)`` breaks the stream's host while
         slow requests run there; returns the measured times and checks no audio was lost."""
         audio = speech_like(bursts=STREAM_BURSTS, seed=seed)
@@ -172,7 +168,9 @@ class Scenario:
             if i == len(chunks) // 2:
                 # Slow requests pinned to the stream's host kind: some will be in flight there.
                 slow = asyncio.create_task(
-                    self.requests(client, SLOW_REQUESTS, seed * 100, context=f"delay={SLOW_REQUEST_DELAY_S}")
+                    self.requests(
+                        client, SLOW_REQUESTS, seed * 100, context=f"delay={SLOW_REQUEST_DELAY_S}"
+                    )
                 )
                 await asyncio.sleep(0.1)
                 t_fault = time.monotonic()
@@ -264,8 +262,10 @@ class Scenario:
         before = self.health()["coordinator"]["remote"]
         intruder = self.start_host(1, spec["intruder_keys"])
         self.wait(
-            lambda: self.health()["coordinator"]["remote"]["handshakes"]["refused_total"]
-            > before["handshakes"]["refused_total"],
+            lambda: (
+                self.health()["coordinator"]["remote"]["handshakes"]["refused_total"]
+                > before["handshakes"]["refused_total"]
+            ),
             "the intruder refused",
         )
         await asyncio.sleep(1.0)  # time to register, had it been let in

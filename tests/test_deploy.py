@@ -86,7 +86,11 @@ def dockerfile(name: str) -> tuple[str, list[str]]:
     text = (DEPLOY / "docker" / name / "Dockerfile").read_text()
     # Join continuation lines, drop comments: one instruction per entry.
     joined = re.sub(r"\\\n\s*", " ", text)
-    return text, [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return text, [
+        line.strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -154,7 +158,9 @@ def test_coordinator_manifests() -> None:
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == ports
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert (
+        deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    )
     check_key_mounts(pod, container)
     assert {h.name for h in config.hosts.values() if h.external} == set(HOSTS)
 

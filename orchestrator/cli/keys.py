@@ -54,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     elif action == "generate":
         pair = curve.generate_keypair(folder, args.name, overwrite=args.force)
         print(f"{args.name} public key: {pair.public.decode()}")
-        print(f"authorize it on the coordinator: keys authorize KEYS {folder / args.name}.key --as host")
+        print(
+            f"authorize it on the coordinator: keys authorize KEYS {folder / args.name}.key --as host"
+        )
     elif action == "authorize":
         source = Path(args.public_key)
         public = curve.load_public_key(source)
@@ -62,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         target = folder / _ROLES[args.role] / f"{name}{curve.PUBLIC_SUFFIX}"
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         curve.write_public_key(target, public)
-        print(f"authorized {args.role} {name}: {public.decode()} (restart the coordinator to apply)")
+        print(
+            f"authorized {args.role} {name}: {public.decode()} (restart the coordinator to apply)"
+        )
     elif action == "revoke":
         target = folder / _ROLES[args.role] / f"{curve.check_name(args.name)}{curve.PUBLIC_SUFFIX}"
         if not target.is_file():
@@ -70,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         target.unlink()
         print(f"revoked {args.role} {args.name} (restart the coordinator to apply)")
     else:
-        public = curve.load_public_key(folder / f"{curve.COORDINATOR_KEY_NAME}{curve.PUBLIC_SUFFIX}")
+        public = curve.load_public_key(
+            folder / f"{curve.COORDINATOR_KEY_NAME}{curve.PUBLIC_SUFFIX}"
+        )
         print(f"coordinator: {public.decode()}")
         for role, sub in _ROLES.items():
             for key, name in curve.load_allow_list(folder / sub).items():

@@ -310,7 +310,7 @@ def _check_remote(remote: RemoteSettings, hosts: Mapping[str, HostConfig], sourc
     if not remote.plaintext and not remote.keys_dir:
         raise ConfigError(
             f"{source}: remote.keys_dir is empty: TCP needs CurveZMQ keys "
-            "(fix: python -m orchestrator keys init KEYS_DIR, then keys_dir = \"KEYS_DIR\")"
+            '(fix: python -m orchestrator keys init KEYS_DIR, then keys_dir = "KEYS_DIR")'
         )
     if not external:
         raise ConfigError(

@@ -77,7 +77,9 @@ class RemoteHosts:
         sock.bind(listen)
         self.sock = sock
         self.endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-        log.info("external hosts dial in at %s (%s)", self.endpoint, "curve" if keys else "plaintext")
+        log.info(
+            "external hosts dial in at %s (%s)", self.endpoint, "curve" if keys else "plaintext"
+        )
 
     def send(self, rep: Replica, frames: list[bytes]) -> None:
         """Frames already signed by :attr:`codec`, to an external replica's connection."""

@@ -342,8 +342,7 @@ class Supervisor:
             if now - rep.last_heartbeat > hb_timeout:
                 self._drop_link(rep, f"silent for {now - rep.last_heartbeat:.1f}s")
             elif (
-                rep.state is HostState.STARTING
-                and now - rep.started_at > rep.host.ready_timeout_s
+                rep.state is HostState.STARTING and now - rep.started_at > rep.host.ready_timeout_s
             ):
                 self._drop_link(rep, f"not ready after {rep.host.ready_timeout_s:.0f}s")
         elif (

@@ -77,7 +77,11 @@ class ZapHandler:
         if mechanism == b"CURVE" and len(credentials) == 1:
             name = self._allowed.get(domain, {}).get(credentials[0])
             if name is None:
-                key = zmq.utils.z85.encode(credentials[0]).decode() if len(credentials[0]) == 32 else "?"
+                key = (
+                    zmq.utils.z85.encode(credentials[0]).decode()
+                    if len(credentials[0]) == 32
+                    else "?"
+                )
                 return self._refuse(
                     request_id, domain, address, f"unknown key {key}", "unknown_key"
                 )

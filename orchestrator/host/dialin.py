@@ -300,7 +300,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a model loaded at its first request",
     )  # fmt: skip
     parser.add_argument("--keys", help="folder with host.key_secret and coordinator.key")
-    parser.add_argument("--key-name", help=f"this host's key pair name (default {DEFAULT_KEY_NAME})")
+    parser.add_argument(
+        "--key-name", help=f"this host's key pair name (default {DEFAULT_KEY_NAME})"
+    )
     parser.add_argument("--engine-threads", type=int)
     parser.add_argument(
         "--plaintext", action="store_true", default=None, help="no Curve (loopback only)"
@@ -316,7 +318,9 @@ def settings_from_args(args: argparse.Namespace) -> DialInSettings:
         try:
             table = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read ({exc}) (fix: pass a TOML host config)") from None
+            raise ConfigError(
+                f"{path}: cannot read ({exc}) (fix: pass a TOML host config)"
+            ) from None
         unknown = sorted(set(table) - _CONFIG_KEYS)
         if unknown:
             raise ConfigError(
@@ -361,14 +365,17 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     for value in values:
         name, sep, ref = value.partition("=")
         if not sep or not name or not ref:
-            raise ConfigError(f"dial-in host: {flag} {value!r} must be NAME=REF (fix: qwen3-asr=org/repo)")
+            raise ConfigError(
+                f"dial-in host: {flag} {value!r} must be NAME=REF (fix: qwen3-asr=org/repo)"
+            )
         pairs[name] = ref
     return pairs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m orchestrator.host", description="A model host that dials in to a coordinator."
+        prog="python -m orchestrator.host",
+        description="A model host that dials in to a coordinator.",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -124,9 +124,7 @@ def load_keypair(directory: str | Path, name: str) -> KeyPair:
         )
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o027:
-        raise ConfigError(
-            f"{path} is readable by others (mode {mode:o}) (fix: chmod 600 {path})"
-        )
+        raise ConfigError(f"{path} is readable by others (mode {mode:o}) (fix: chmod 600 {path})")
     public, secret = _read_certificate(path)
     if secret is None:
         raise ConfigError(f"{path} holds no secret-key line (fix: generate the pair again)")
@@ -142,7 +140,9 @@ def _read_certificate(path: Path) -> tuple[bytes, bytes | None]:
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a key file ({exc}) (fix: point at a NAME.key file)") from None
+        raise ConfigError(
+            f"{path}: not a key file ({exc}) (fix: point at a NAME.key file)"
+        ) from None
     for key in (public, secret):
         if key is not None and len(key) != 40:
             raise ConfigError(f"{path}: a key is not 40 Z85 characters (fix: generate it again)")
