@@ -41,10 +41,14 @@ def make_keys(tmp: Path) -> dict[str, object]:
         if name != "intruder":
             curve.write_public_key(coord / curve.HOSTS_DIR / f"{name}.key", pair.public)
             host_dirs.append(str(folder))
+    client = curve.generate_keypair(tmp / "client", "client")
+    shutil.copy(coord / "coordinator.key", tmp / "client" / "coordinator.key")
+    curve.write_public_key(coord / curve.CLIENTS_DIR / "panel.key", client.public)
     return {
         "coordinator_keys": str(coord),
         "host_keys": host_dirs,
         "intruder_keys": str(tmp / "intruder"),
+        "client_keys": str(tmp / "client"),
     }
 
 
@@ -110,3 +114,9 @@ def test_hosts_on_other_machines_fail_over_and_come_back(tmp_path: Path) -> None
     assert intruder["refused"].get("unknown_key", 0) >= 1, intruder
     assert intruder["registered_after"] == intruder["registered_before"]
     assert set(report["states"].values()) == {"ready"}
+    # Remote clients: an allow-listed key is served over Curve, another is refused and counted.
+    assert report["remote_client"] == "ok"
+    assert report["refused_client"] == "refused"
+    assert report["client_handshakes"]["accepted"].get("clients", 0) >= 1
+    refusals = report["client_handshakes"]["recent_refusals"]
+    assert any(r["domain"] == "clients" for r in refusals), refusals
