@@ -26,6 +26,7 @@ from bench import (
     hostenvs,
     longform,
     realhosts,
+    remote,
     resampling,
     routing,
     scale,
@@ -51,11 +52,12 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "envs": hostenvs.run,
     "realhosts": realhosts.run,
     "longform": longform.run,
+    "remote": remote.run,
 }
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
     "routing", "isolation", "failover", "cold start", "envs", "scale", "streaming", "longform",
-    "vad", "resample", "decode",
+    "vad", "resample", "decode", "remote",
 )  # fmt: skip
 
 NOTES = (

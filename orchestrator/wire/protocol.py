@@ -84,6 +84,8 @@ class Kind(enum.StrEnum):
     HEALTH_REPLY = "health_reply"
     CONTROL = "control"  # client -> coordinator: admin actions (stop/start a host)
     CONTROL_REPLY = "control_reply"
+    HELLO = "hello"  # external host -> coordinator over Curve: "register me" (wire.dialin)
+    WELCOME = "welcome"  # coordinator -> external host: its replica, the signing key, timings
 
 
 _KINDS = {k.value.encode(): k for k in Kind}
