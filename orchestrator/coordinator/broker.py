@@ -34,6 +34,7 @@ from orchestrator.wire.errors import (
     ProtocolError,
 )
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message
+from orchestrator.wire.sockets import recv_frames
 
 log = logging.getLogger("orchestrator.coordinator.broker")
 
@@ -41,20 +42,6 @@ log = logging.getLogger("orchestrator.coordinator.broker")
 SOCKET_HWM = 50_000
 #: Messages read from one socket per turn, so one busy socket cannot starve the other.
 MAX_MESSAGES_PER_TURN = 1000
-_NOBLOCK = int(zmq.NOBLOCK)
-
-
-def _recv_frames(sock: zmq.Socket[Any]) -> list[zmq.Frame]:
-    """``recv_multipart(flags=NOBLOCK, copy=False)``: raises zmq.Again when nothing is waiting.
-
-    Plain int flags and ``frame.more``: pyzmq's recv_multipart asks getsockopt(RCVMORE) per frame.
-    """
-    frame = sock.recv(_NOBLOCK, copy=False)
-    frames = [frame]
-    while frame.more:  # a message arrives whole, so its later frames are already here
-        frame = sock.recv(_NOBLOCK, copy=False)
-        frames.append(frame)
-    return frames
 
 
 class Broker:
@@ -179,7 +166,7 @@ class Broker:
     ) -> None:
         for _ in range(MAX_MESSAGES_PER_TURN):
             try:
-                frames = _recv_frames(sock)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             identity = frames[0].bytes

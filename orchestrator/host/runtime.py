@@ -9,7 +9,8 @@ stdin, so the key is never in argv or the environment. The runtime then:
 - loads the engine and its models on a worker thread, heartbeating all the while, and says READY
   only after every model loaded (or was found unavailable) and ran a warm-up transcript;
 - runs one-shot requests and stream decodes on a bounded worker pool, so the main thread keeps
-  answering heartbeats while a model computes;
+  answering heartbeats while a model computes (an engine that declares itself cheap, such as the
+  synthetic one, answers one-shot requests on the main thread instead: no hand-off);
 - exits by itself when the coordinator is gone: PR_SET_PDEATHSIG on Linux, its parent pid
   changing, stdin closing (macOS has no death signal), or the coordinator falling silent.
 
@@ -56,6 +57,7 @@ from orchestrator.wire.errors import (
 )
 from orchestrator.wire.messages import parse_options
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, error_message
+from orchestrator.wire.sockets import recv_frames, send_frames
 
 log = logging.getLogger("orchestrator.host")
 
@@ -114,7 +116,7 @@ class HostRuntime:
     # ----------------------------------------------------------------- plumbing
     def send(self, msg: Message) -> None:
         try:
-            self.sock.send_multipart(self.codec.encode(msg), flags=zmq.NOBLOCK, copy=False)
+            send_frames(self.sock, self.codec.encode(msg))
         except zmq.Again:
             log.warning("coordinator queue full; dropped %s", msg.kind)
 
@@ -133,25 +135,42 @@ class HostRuntime:
         self.inflight[job_id] = time.monotonic()
 
         def run() -> None:
-            try:
-                result, error = work(), None
-            except OrchestratorError as exc:
-                result, error = None, exc
-            except Exception as exc:  # an engine bug must reach the caller, not kill the host
-                log.exception("engine failed on %s", job_id)
-                result, error = None, InternalError(f"{type(exc).__name__}: {exc}")
-
-            def finish() -> None:
-                self.inflight.pop(job_id, None)
-                if error is None:
-                    self.served += 1
-                else:
-                    self.errors += 1
-                reply(result, error)
-
-            self.call_soon(finish)
+            result, error = self._execute(job_id, work)
+            self.call_soon(lambda: self._finish(job_id, result, error, reply))
 
         self.pool.submit(run)
+
+    def run_inline(
+        self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
+    ) -> None:
+        """Run ``work`` here on the main thread and reply at once: for engines that take
+        microseconds, where the pool's two thread hand-offs and wake-up pipe cost more than the
+        work (the main thread is busy meanwhile, so never for a real model)."""
+        self.inflight[job_id] = time.monotonic()
+        result, error = self._execute(job_id, work)
+        self._finish(job_id, result, error, reply)
+
+    @staticmethod
+    def _execute(job_id: str, work: Callable[[], Any]) -> tuple[Any, OrchestratorError | None]:
+        """``work()`` as (result, error): a typed error as is, an engine bug as InternalError."""
+        try:
+            return work(), None
+        except OrchestratorError as exc:
+            return None, exc
+        except Exception as exc:  # an engine bug must reach the caller, not kill the host
+            log.exception("engine failed on %s", job_id)
+            return None, InternalError(f"{type(exc).__name__}: {exc}")
+
+    def _finish(
+        self, job_id: str, result: Any, error: Any, reply: Callable[[Any, Any], None]
+    ) -> None:
+        """Main thread: count the job done and send its answer."""
+        self.inflight.pop(job_id, None)
+        if error is None:
+            self.served += 1
+        else:
+            self.errors += 1
+        reply(result, error)
 
     # ----------------------------------------------------------------- start-up
     def load_model(self, engine: Engine, spec: ModelSpec) -> float:
@@ -338,7 +357,11 @@ class HostRuntime:
             else:
                 self.send(Message(Kind.RESULT, {"id": request_id, **out}))
 
-        self.submit(f"req:{request_id}", work, reply)
+        job_id = f"req:{request_id}"
+        if model in self.models and engine.runs_inline(options):
+            self.run_inline(job_id, work, reply)
+        else:
+            self.submit(job_id, work, reply)
 
     # ----------------------------------------------------------------- main loop
     def heartbeat(self) -> Message:
@@ -397,7 +420,7 @@ class HostRuntime:
         # rest is read on the next turn of the loop.
         for _ in range(MAX_MESSAGES_PER_TURN):
             try:
-                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                frames = recv_frames(self.sock)
             except zmq.Again:
                 return
             self.last_heard = time.monotonic()

@@ -29,6 +29,13 @@ from orchestrator.host.engine import Engine, EngineResult, ModelSpec, Segment, r
 from orchestrator.wire.errors import ModelUnavailableError
 
 CRASH_EXIT_CODE = 70
+#: Engine options that make requests sleep, hang, crash or leak.
+_FAULT_OPTIONS = (
+    "delay_s",
+    "crash_after_requests",
+    "hang_after_requests",
+    "leak_mb_per_request",
+)
 
 
 def fingerprint(pcm16: np.ndarray) -> dict[str, int | float]:
@@ -58,6 +65,8 @@ class SyntheticEngine(Engine):
     name = "synthetic"
     supported_options = frozenset({"language", "context", "max_tokens", "temperature"})
     reported_packages = ("numpy", "pyzmq")
+    #: Fingerprinting takes microseconds; a request that may sleep or hang goes to the pool.
+    inline = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -65,6 +74,12 @@ class SyntheticEngine(Engine):
         self._requests = 0
         self._lock = threading.Lock()
         self._leaked: list[bytearray] = []
+        self._faulty = any(self.options.get(name) for name in _FAULT_OPTIONS)
+
+    def runs_inline(self, options: Mapping[str, Any]) -> bool:
+        # Faults (engine-wide, or per request in ``context``) may sleep or hang: the pool's
+        # threads take those, so the host keeps heartbeating as it would around a real model.
+        return not self._faulty and not options.get("context")
 
     def load(self, spec: ModelSpec) -> None:
         if self.options.get("crash_on_start"):
