@@ -67,6 +67,29 @@ def _header_encoder() -> Any:
 
 
 _encode_header = _header_encoder()
+_scan_json = json.JSONDecoder().scan_once
+
+
+def _parse_header(text: str) -> Any:
+    """``json.loads(text)`` without its three Python layers, for the canonical text we send;
+    anything else (surrounding whitespace, trailing bytes, no value) gets json.loads' verdict."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        end = -1
+    return value if end == len(text) else json.loads(text)
+
+
+#: The signed length block of a message of n body frames, one packer per n (messages have a few).
+_LENGTH_BLOCKS: dict[int, Any] = {}
+
+
+def _length_block(frames: Sequence[bytes | memoryview]) -> bytes:
+    n = len(frames)
+    pack = _LENGTH_BLOCKS.get(n)
+    if pack is None:
+        pack = _LENGTH_BLOCKS[n] = struct.Struct(f"<{n + 1}Q").pack
+    return pack(n, *map(len, frames))
 
 
 class Kind(enum.StrEnum):
@@ -89,6 +112,7 @@ class Kind(enum.StrEnum):
 
 
 _KINDS = {k.value.encode(): k for k in Kind}
+_KIND_FRAMES = {k: k.value.encode() for k in Kind}
 
 
 @dataclass(slots=True)
@@ -139,7 +163,7 @@ class Codec:
         # The frame count and every length go in first, so re-splitting frames (or adding an
         # empty one) changes the digest: the signature binds the boundaries, not just the bytes.
         inner = self._inner.copy()
-        inner.update(struct.pack(f"<{len(frames) + 1}Q", len(frames), *map(len, frames)))
+        inner.update(_length_block(frames))
         for frame in frames:
             inner.update(frame)
         outer = self._outer.copy()
@@ -155,8 +179,7 @@ class Codec:
         self._mid_count += 1
         msg.header["mid"] = f"{self._mid_prefix}{self._mid_count:x}"
         header = "".join(_encode_header(msg.header, 0)).encode()
-        kind = msg.kind.value.encode()
-        body = [kind, header, *msg.payloads]
+        body = [_KIND_FRAMES[msg.kind], header, *msg.payloads]
         return [VERSION_FRAME, self._sign(body), *body]
 
     def decode(self, frames: Frames) -> Message:
@@ -184,19 +207,16 @@ class Codec:
             raise ProtocolError("header too large", reason="oversize")
         try:
             # UTF-8 only (what we send): json.loads on bytes would first sniff for UTF-16/32.
-            header = json.loads(str(body[1], "utf-8"))
+            header = _parse_header(str(body[1], "utf-8"))
         except (ValueError, RecursionError):  # bad UTF-8, a 5000-digit number, deep nesting
             raise ProtocolError("header is not JSON", reason="malformed") from None
         if not isinstance(header, dict):
             raise ProtocolError("header is not a JSON object", reason="malformed")
-        self._remember(digest)
-        return Message(kind, header, [bytes(p) for p in body[2:]])
-
-    def _remember(self, digest: bytes) -> None:
-        seen = self._seen
+        seen = self._seen  # remembered only once the message is accepted
         seen[digest] = None
         if len(seen) > self._history_size:
             seen.popitem(last=False)
+        return Message(kind, header, [bytes(p) for p in body[2:]])
 
 
 class DropCounter:
