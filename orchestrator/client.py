@@ -44,7 +44,7 @@ from orchestrator.wire.errors import (
 from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
 from orchestrator.wire.messages import KNOWN_OPTIONS, EventType, Segment
 from orchestrator.wire.protocol import Codec, Kind, Message
-from orchestrator.wire.sockets import recv_frames, send_frames
+from orchestrator.wire.sockets import recv_frames, send_frames, waiting_messages
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
 REPLY_GRACE_S = 5.0
@@ -352,28 +352,30 @@ class AsyncClient(_ClientBase):
 
     def _read_ready(self) -> None:
         """Read every waiting reply (up to a bound) and deliver each to its waiter."""
-        sock = self._sock
-        for _ in range(MAX_MESSAGES_PER_WAKE):
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                return
-            except zmq.ZMQError:  # closed under us (the coordinator shut down)
-                return
-            msg = self._core.decode(frames)
-            if msg is None:
-                continue
-            rid = str(msg.header.get("id"))
-            queue = self._streams.get(rid)
-            if queue is not None:
-                queue.put_nowait(msg)
-                continue
-            fut = self._waiting.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
+        read = 0
+        try:
+            for frames in waiting_messages(self._sock, MAX_MESSAGES_PER_WAKE):
+                read += 1
+                self._deliver(frames)
+        except zmq.ZMQError:  # closed under us (the coordinator shut down)
+            return
         # More are waiting, and the fd will not say so again: come back after the others' turn.
-        if self._loop is not None:
+        if read == MAX_MESSAGES_PER_WAKE and self._loop is not None:
             self._loop.call_soon(self._read_ready)
+
+    def _deliver(self, frames: list[zmq.Frame]) -> None:
+        """Hand one reply to the request or stream waiting for it (others are dropped)."""
+        msg = self._core.decode(frames)
+        if msg is None:
+            return
+        rid = str(msg.header.get("id"))
+        queue = self._streams.get(rid)
+        if queue is not None:
+            queue.put_nowait(msg)
+            return
+        fut = self._waiting.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
 
     async def _request(self, rid: str, msg: Message, timeout_s: float) -> Message:
         loop = self._attach()

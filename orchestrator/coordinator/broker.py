@@ -34,7 +34,7 @@ from orchestrator.wire.errors import (
     ProtocolError,
 )
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message
-from orchestrator.wire.sockets import recv_frames
+from orchestrator.wire.sockets import waiting_messages
 
 log = logging.getLogger("orchestrator.coordinator.broker")
 
@@ -164,11 +164,7 @@ class Broker:
         drops: DropCounter,
         handler: Callable[[bytes, Message], None],
     ) -> None:
-        for _ in range(MAX_MESSAGES_PER_TURN):
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                return
+        for frames in waiting_messages(sock, MAX_MESSAGES_PER_TURN):
             identity = frames[0].bytes
             try:
                 msg = codec.decode([f.buffer for f in frames[1:]])

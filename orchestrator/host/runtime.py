@@ -57,7 +57,7 @@ from orchestrator.wire.errors import (
 )
 from orchestrator.wire.messages import parse_options
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, error_message
-from orchestrator.wire.sockets import recv_frames, send_frames
+from orchestrator.wire.sockets import send_frames, waiting_messages
 
 log = logging.getLogger("orchestrator.host")
 
@@ -421,11 +421,7 @@ class HostRuntime:
     def drain_socket(self) -> None:
         # Bounded, so a flood of audio cannot starve heartbeats and finished decodes; the
         # rest is read on the next turn of the loop.
-        for _ in range(MAX_MESSAGES_PER_TURN):
-            try:
-                frames = recv_frames(self.sock)
-            except zmq.Again:
-                return
+        for frames in waiting_messages(self.sock, MAX_MESSAGES_PER_TURN):
             self.last_heard = time.monotonic()
             try:
                 msg = self.codec.decode([f.buffer for f in frames])
