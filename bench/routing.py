@@ -148,6 +148,7 @@ def run(profile: Profile) -> list[Figure]:
     sync_lat: dict[str, list[float]] = defaultdict(list)
     async_lat: dict[str, list[float]] = defaultdict(list)
     rates: dict[str, list[float]] = defaultdict(list)
+    pipelined_lat: dict[str, list[float]] = defaultdict(list)
     with contextlib.ExitStack() as stack:
         ends = _Ends(stack)
         for _ in range(profile.rounds):
@@ -156,8 +157,8 @@ def run(profile: Profile) -> list[Figure]:
                     sync_lat[name] += loops.sync_round_trips(
                         fn, profile.round_trips, profile.warmup_round_trips
                     )
-            asyncio.run(_async_round(ends, payload, profile, async_lat, rates))
-        return _figures(sync_lat, async_lat, rates, profile) + _cpu_figures(ends)
+            asyncio.run(_async_round(ends, payload, profile, async_lat, rates, pipelined_lat))
+        return _figures(sync_lat, async_lat, rates, pipelined_lat, profile) + _cpu_figures(ends)
 
 
 async def _async_round(
@@ -166,6 +167,7 @@ async def _async_round(
     profile: Profile,
     latencies: dict[str, list[float]],
     rates: dict[str, list[float]],
+    pipelined_latencies: dict[str, list[float]],
 ) -> None:
     async with contextlib.AsyncExitStack() as stack:
         for name, request in (await ends.async_requests(stack, payload)).items():
@@ -183,12 +185,14 @@ async def _async_round(
             if meter is not None:
                 ends.cpu_requests[name] += profile.pipelined_requests + profile.warmup_round_trips
             rates[name].append(result.rate_per_s)
+            pipelined_latencies[name] += result.latencies_s
 
 
 def _figures(
     sync_lat: dict[str, list[float]],
     async_lat: dict[str, list[float]],
     rates: dict[str, list[float]],
+    pipelined_lat: dict[str, list[float]],
     profile: Profile,
 ) -> list[Figure]:
     figures: list[Figure] = []
@@ -232,6 +236,20 @@ def _figures(
                 baseline_label=bare,
                 target=THROUGHPUT_TARGET,
                 details={"ours_rounds": rates[ours], "baseline_rounds": rates[bare]},
+            )
+        )
+        figures.append(
+            Figure(
+                GROUP,
+                f"pipelined latency p99 ({profile.pipeline_window} in flight), {where}",
+                "s",
+                value=percentile(pipelined_lat[ours], 99),
+                baseline=percentile(pipelined_lat[bare], 99),
+                baseline_label=bare,
+                details={
+                    "ours": summary(pipelined_lat[ours]),
+                    "baseline": summary(pipelined_lat[bare]),
+                },
             )
         )
     figures.append(

@@ -15,7 +15,6 @@ Errors are raised as the typed classes of ``orchestrator.wire.errors``, one per 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 import os
@@ -49,12 +48,19 @@ from orchestrator.wire.errors import (
 from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
 from orchestrator.wire.messages import KNOWN_OPTIONS, EventType, Segment, Word, check_bool_options
 from orchestrator.wire.protocol import Codec, Kind, Message
+from orchestrator.wire.sockets import recv_frames, send_frames, waiting_messages
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
 REPLY_GRACE_S = 5.0
 #: ZeroMQ queues silently up to its high-water mark: set it well above any honest burst.
 SOCKET_HWM = 50_000
 DEFAULT_TIMEOUT_S = 30.0
+#: Replies an AsyncClient reads per wake-up before other callbacks of its loop get a turn.
+MAX_MESSAGES_PER_WAKE = 1000
+#: How often an AsyncClient retries a send the coordinator's full queue refused (ZeroMQ's HWM).
+SEND_RETRY_INTERVAL_S = 0.001
+_POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +133,7 @@ class _Core:
 
     def encode(self, msg: Message) -> list[bytes]:
         frames = self.codec.encode(msg)
-        size = sum(len(f) for f in frames)
+        size = sum(map(len, frames))
         if size > self.max_message_bytes:
             raise BadRequestError(
                 f"message of {size} bytes is over the {self.max_message_bytes} byte limit; "
@@ -191,9 +197,9 @@ class _Core:
             raise BadAudioError(f"chunk of {len(chunk)} bytes is not whole {fmt} samples")
         return bytes(chunk)
 
-    def decode(self, frames: list[Any]) -> Message | None:
+    def decode(self, frames: list[zmq.Frame]) -> Message | None:
         try:
-            return self.codec.decode(frames)
+            return self.codec.decode([f.buffer for f in frames])
         except ProtocolError:
             return None  # not for us or tampered with: never surfaces as a reply
 
@@ -256,6 +262,13 @@ def check_timeout(timeout_s: object) -> float:
     return value
 
 
+def _expire(fut: asyncio.Future[Message], limit_s: float) -> None:
+    if not fut.done():
+        fut.set_exception(
+            DeadlineExceededError(f"no answer from the coordinator within {limit_s:.1f}s")
+        )
+
+
 def _check_options(options: Mapping[str, Any]) -> None:
     unknown = set(options) - KNOWN_OPTIONS
     if unknown:
@@ -280,7 +293,12 @@ def _resolve(
 
 
 class _ClientBase:
-    """Connection set-up shared by both clients; only the context type differs."""
+    """Connection set-up shared by both clients: a plain DEALER socket.
+
+    Both clients drive a synchronous pyzmq socket: the blocking one directly, the asyncio one
+    through a reader on the socket's wake-up fd. zmq.asyncio's futures, flag enums and
+    per-call scheduling cost about as much CPU as everything else a request does.
+    """
 
     def __init__(
         self,
@@ -320,7 +338,11 @@ class _ClientBase:
 
     @staticmethod
     def _context(shared: zmq.Context[Any] | None) -> Any:
-        return shared or zmq.Context()
+        if shared is None:
+            return zmq.Context()
+        if isinstance(shared, zmq.asyncio.Context):  # same underlying context (inproc needs it)
+            return zmq.Context.shadow(shared.underlying)
+        return shared
 
     @classmethod
     def connect(cls, connection_file: str | Path | None = None, **kwargs: Any) -> Any:
@@ -334,48 +356,90 @@ class _ClientBase:
 
 
 class AsyncClient(_ClientBase):
-    """asyncio client; safe to share between tasks of one event loop."""
+    """asyncio client; safe to share between tasks of one event loop (the one it first sends on).
+
+    Replies are read by a reader callback on the socket's wake-up fd: each wake-up reads every
+    waiting reply and hands it to its future or stream queue, so a burst costs one loop turn.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._streams: dict[str, asyncio.Queue[Message]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int = self._sock.getsockopt(zmq.FD)
         self.closed = False
+
+    def _attach(self) -> asyncio.AbstractEventLoop:
+        """Start reading replies on the running loop (at the first send)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            loop.add_reader(self._fd, self._read_ready)
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("an AsyncClient serves the one event loop it first sent on")
+        return loop
+
+    def _detach(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self._fd)
 
     async def _send(self, msg: Message) -> None:
         if self.closed:
             raise StreamClosedError("client is closed")
-        if self._reader is None:
-            self._reader = asyncio.get_running_loop().create_task(self._read())
-        await self._sock.send_multipart(self._core.encode(msg), copy=False)
-
-    async def _read(self) -> None:
+        self._attach()
+        frames = self._core.encode(msg)
         while True:
-            frames = await self._sock.recv_multipart(copy=False)
-            msg = self._core.decode([f.buffer for f in frames])
-            if msg is None:
-                continue
-            rid = str(msg.header.get("id"))
-            queue = self._streams.get(rid)
-            if queue is not None:
-                queue.put_nowait(msg)
-                continue
-            fut = self._waiting.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
+            try:
+                send_frames(self._sock, frames)
+                break
+            except zmq.Again:  # the coordinator's queue is full: wait for room, as a send would
+                await asyncio.sleep(SEND_RETRY_INTERVAL_S)
+        # ZeroMQ's fd signals edges: a send may have taken in the news of waiting replies, and
+        # the fd would not wake the loop for them.
+        if self._sock.getsockopt(_EVENTS) & _POLLIN:
+            self._read_ready()
+
+    def _read_ready(self) -> None:
+        """Read every waiting reply (up to a bound) and deliver each to its waiter."""
+        read = 0
+        try:
+            for frames in waiting_messages(self._sock, MAX_MESSAGES_PER_WAKE):
+                read += 1
+                self._deliver(frames)
+        except zmq.ZMQError:  # closed under us (the coordinator shut down)
+            return
+        # More are waiting, and the fd will not say so again: come back after the others' turn.
+        if read == MAX_MESSAGES_PER_WAKE and self._loop is not None:
+            self._loop.call_soon(self._read_ready)
+
+    def _deliver(self, frames: list[zmq.Frame]) -> None:
+        """Hand one reply to the request or stream waiting for it (others are dropped)."""
+        msg = self._core.decode(frames)
+        if msg is None:
+            return
+        rid = str(msg.header.get("id"))
+        queue = self._streams.get(rid)
+        if queue is not None:
+            queue.put_nowait(msg)
+            return
+        fut = self._waiting.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
 
     async def _request(self, rid: str, msg: Message, timeout_s: float) -> Message:
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        loop = self._attach()
+        fut: asyncio.Future[Message] = loop.create_future()
         self._waiting[rid] = fut
+        # A timer handle rather than asyncio.wait_for: no wrapper task per request.
+        limit_s = timeout_s + REPLY_GRACE_S
+        timer = loop.call_later(limit_s, _expire, fut, limit_s)
         try:
             await self._send(msg)
-            return await asyncio.wait_for(fut, timeout_s + REPLY_GRACE_S)
-        except TimeoutError:
-            raise DeadlineExceededError(
-                f"no answer from the coordinator within {timeout_s + REPLY_GRACE_S:.1f}s"
-            ) from None
+            return await fut
         finally:
+            timer.cancel()
             self._waiting.pop(rid, None)
 
     async def transcribe(
@@ -438,18 +502,13 @@ class AsyncClient(_ClientBase):
     ) -> AsyncStream:
         return AsyncStream(self, model, sample_rate, format, options)
 
-    @staticmethod
-    def _context(shared: zmq.Context[Any] | None) -> Any:
-        # A shadow shares the coordinator's context, which inproc endpoints require.
-        return zmq.asyncio.Context.shadow(shared.underlying) if shared else zmq.asyncio.Context()
+    def close_socket(self) -> None:
+        self._detach()
+        super().close_socket()
 
     async def aclose(self) -> None:
         self.closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        self._sock.close(linger=0)
+        self.close_socket()
         if self._own_ctx:
             self._ctx.term()
 
@@ -533,7 +592,7 @@ class Client(_ClientBase):
         self._stream_events: dict[str, deque[Message]] = {}
 
     def _send(self, msg: Message) -> None:
-        self._sock.send_multipart(self._core.encode(msg), copy=False)
+        send_frames(self._sock, self._core.encode(msg), block=True)
 
     def _wait(self, rid: str, timeout_s: float) -> Message:
         """Receive until the reply to ``rid``; stream events met on the way are kept."""
@@ -543,11 +602,17 @@ class Client(_ClientBase):
             if queued:
                 return queued.popleft()
             remaining = limit - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(remaining * 1000):
+            try:
+                if remaining <= 0:
+                    raise zmq.Again
+                # A receive timeout rather than poll(): Socket.poll builds a Poller per call.
+                self._sock.setsockopt(zmq.RCVTIMEO, max(1, math.ceil(remaining * 1000)))
+                frames = recv_frames(self._sock, flags=0)
+            except zmq.Again:
                 raise DeadlineExceededError(
                     f"no answer from the coordinator within {timeout_s:.1f}s"
-                )
-            msg = self._core.decode(self._sock.recv_multipart())
+                ) from None
+            msg = self._core.decode(frames)
             if msg is None:
                 continue
             got = str(msg.header.get("id"))

@@ -59,14 +59,20 @@ def check_float_samples(samples: np.ndarray) -> np.ndarray:
     return np.clip(x, -1.0, 1.0)
 
 
-def pcm16_to_float(data: bytes | bytearray | memoryview) -> np.ndarray:
-    """Little-endian int16 bytes as float32 in [-1, 1)."""
+def check_pcm16_length(data: bytes | bytearray | memoryview) -> memoryview:
+    """The bytes as a byte view, refused if they are not whole PCM16 samples."""
     data = memoryview(data).cast("B")  # lengths in bytes, whatever view the caller holds
     if len(data) % 2:
         raise BadAudioError(
             f"PCM16 payload has an odd length ({len(data)} bytes); samples are 2 bytes"
         )
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(_PCM16_SCALE)
+    return data
+
+
+def pcm16_to_float(data: bytes | bytearray | memoryview) -> np.ndarray:
+    """Little-endian int16 bytes as float32 in [-1, 1)."""
+    samples = np.frombuffer(check_pcm16_length(data), dtype="<i2")
+    return samples.astype(np.float32) / np.float32(_PCM16_SCALE)
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
@@ -107,7 +113,7 @@ def encode_audio(
     """The payload and format a client sends: bytes are PCM16, int16 arrays too, floats f32."""
     check_sample_rate(sample_rate)
     if isinstance(audio, bytes | bytearray | memoryview):
-        pcm16_to_float(audio)  # validates the length before anything is sent
+        check_pcm16_length(audio)  # whole samples, before anything is sent (no conversion)
         payload, fmt = bytes(audio), AudioFormat.PCM16
     elif isinstance(audio, np.ndarray):
         x = mono(audio)

@@ -38,6 +38,7 @@ from orchestrator.wire.errors import (
     ProtocolError,
 )
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, new_key
+from orchestrator.wire.sockets import waiting_messages
 
 log = logging.getLogger("orchestrator.coordinator.broker")
 
@@ -45,24 +46,8 @@ log = logging.getLogger("orchestrator.coordinator.broker")
 SOCKET_HWM = 50_000
 #: Messages read from one socket per turn, so one busy socket cannot starve the other.
 MAX_MESSAGES_PER_TURN = 1000
-_NOBLOCK = int(zmq.NOBLOCK)
-
-
 #: What an operator may ask of a host's replicas (``python -m orchestrator host ACTION NAME``).
 CONTROL_ACTIONS = ("stop", "start", "restart")
-
-
-def _recv_frames(sock: zmq.Socket[Any]) -> list[zmq.Frame]:
-    """``recv_multipart(flags=NOBLOCK, copy=False)``: raises zmq.Again when nothing is waiting.
-
-    Plain int flags and ``frame.more``: pyzmq's recv_multipart asks getsockopt(RCVMORE) per frame.
-    """
-    frame = sock.recv(_NOBLOCK, copy=False)
-    frames = [frame]
-    while frame.more:  # a message arrives whole, so its later frames are already here
-        frame = sock.recv(_NOBLOCK, copy=False)
-        frames.append(frame)
-    return frames
 
 
 class Broker:
@@ -246,11 +231,7 @@ class Broker:
         drops: DropCounter,
         handler: Callable[[bytes, Message], None],
     ) -> None:
-        for _ in range(MAX_MESSAGES_PER_TURN):
-            try:
-                frames = _recv_frames(sock)
-            except zmq.Again:
-                return
+        for frames in waiting_messages(sock, MAX_MESSAGES_PER_TURN):
             identity = frames[0].bytes
             try:
                 msg = codec.decode([f.buffer for f in frames[1:]])

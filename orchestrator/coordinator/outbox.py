@@ -16,14 +16,9 @@ import zmq
 from orchestrator.coordinator.supervisor import Replica
 from orchestrator.wire.errors import OrchestratorError
 from orchestrator.wire.protocol import Codec, Message, error_message
+from orchestrator.wire.sockets import send_frames
 
 log = logging.getLogger("orchestrator.coordinator.broker")
-
-#: Socket flags as plain ints: pyzmq's send_multipart combines IntFlag enums for every frame,
-#: which cost more than the sends themselves here (bench: about 20 us per 6-frame message
-#: against 8 us for this loop).
-_NOBLOCK = int(zmq.NOBLOCK)
-_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
 class Sender(Protocol):
@@ -42,16 +37,6 @@ def reply_error(
     """Answer a client with a typed error, and count it."""
     out.count_error(str(err.code))
     out.to_client(client, error_message(err, client_id, **extra))
-
-
-def send_frames(sock: zmq.Socket[Any], frames: list[bytes]) -> None:
-    """``send_multipart(frames, flags=NOBLOCK, copy=False)``, frame by frame with int flags.
-
-    ZeroMQ applies the high-water mark to the first frame; later frames of the message follow it.
-    """
-    for frame in frames[:-1]:
-        sock.send(frame, _MORE_NOBLOCK, copy=False)
-    sock.send(frames[-1], _NOBLOCK, copy=False)
 
 
 class HostLink(Protocol):

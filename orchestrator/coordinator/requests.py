@@ -57,6 +57,8 @@ class Request:
     answered: bool = False
     #: What the last host said when it could not serve this request (reported if none can).
     last_error: OrchestratorError | None = None
+    #: While queued: (model, pinned host, hosts tried), the replicas it waits for.
+    waits_for: tuple[str, str | None, frozenset[str]] | None = None
 
     @property
     def pinned_host(self) -> str | None:
@@ -167,6 +169,7 @@ class RequestTable:
                 ),
             )
         else:
+            req.waits_for = (req.route.name, req.pinned_host, frozenset(req.tried))
             self.pending.append(req)
 
     def _dispatch(self, req: Request, rep: Replica) -> None:
@@ -197,13 +200,16 @@ class RequestTable:
         blocked: set[tuple[str, str | None, frozenset[str]]] = set()
         while waiting:
             req = waiting.popleft()
-            kind = (req.route.name, req.pinned_host, frozenset(req.tried))
-            if kind in blocked:
+            if req.waits_for in blocked:
                 self.pending.append(req)
                 continue
             self._place(req)
             if self.pending and self.pending[-1] is req:
-                blocked.add(kind)
+                blocked.add(req.waits_for)
+                # Usually one kind waits: then the rest goes back in one step, not one by one.
+                if all(r.waits_for in blocked for r in waiting):
+                    self.pending.extend(waiting)
+                    return
 
     # ------------------------------------------------------------------ from hosts
     def on_host_reply(self, rep: Replica, msg: Message) -> None:

@@ -59,6 +59,11 @@ class Engine(abc.ABC):
     supported_options: frozenset[str] = frozenset()
     #: True if the engine streams natively (it then may implement ``open_stream``).
     native_streaming: bool = False
+    #: True only for an engine whose ``transcribe`` takes microseconds (the synthetic one): the
+    #: host then runs one-shot requests on its socket thread, skipping the worker pool's two
+    #: thread hand-offs. Heartbeats wait while it runs, so a real model keeps the default. Such
+    #: an engine must also be safe to call from that thread while stream decodes use the pool.
+    inline: bool = False
     #: Distributions whose versions the host reports (what ops want to see per env).
     reported_packages: tuple[str, ...] = ("huggingface-hub", "transformers", "numpy", "pyzmq")
 
@@ -72,6 +77,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def transcribe(self, model: str, audio: np.ndarray, options: Mapping[str, Any]) -> EngineResult:
         """Transcribe mono float32 audio at ENGINE_SAMPLE_RATE, values in [-1, 1]."""
+
+    def runs_inline(self, options: Mapping[str, Any]) -> bool:
+        """Whether this request may run on the host's socket thread (see ``inline``)."""
+        return self.inline
 
     def warmup(self, model: str) -> None:
         """Run one short transcript so that 'ready' means 'has served', not 'has imported'."""

@@ -9,7 +9,8 @@ stdin, so the key is never in argv or the environment. The runtime then:
 - loads the engine and its models on a worker thread, heartbeating all the while, and says READY
   only after every model loaded (or was found unavailable) and ran a warm-up transcript;
 - runs one-shot requests and stream decodes on a bounded worker pool, so the main thread keeps
-  answering heartbeats while a model computes;
+  answering heartbeats while a model computes (an engine that declares itself cheap, such as the
+  synthetic one, answers one-shot requests on the main thread instead: no hand-off);
 - exits by itself when the coordinator is gone: PR_SET_PDEATHSIG on Linux, its parent pid
   changing, stdin closing (macOS has no death signal), or the coordinator falling silent.
 
@@ -57,10 +58,11 @@ from orchestrator.wire.errors import (
 )
 from orchestrator.wire.messages import parse_options
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, error_message
+from orchestrator.wire.sockets import send_frames, waiting_messages
 
 log = logging.getLogger("orchestrator.host")
 
-#: How often the main loop wakes up at least (orphan checks, heartbeats).
+#: How often the main loop wakes up at least, and checks at most, whether it is orphaned.
 MAX_POLL_INTERVAL_S = 0.1
 #: Messages read per turn of the main loop before heartbeats and completions get their turn.
 MAX_MESSAGES_PER_TURN = 200
@@ -132,7 +134,7 @@ class HostRuntime:
 
     def send(self, msg: Message) -> None:
         try:
-            self.sock.send_multipart(self.codec.encode(msg), flags=zmq.NOBLOCK, copy=False)
+            send_frames(self.sock, self.codec.encode(msg))
         except zmq.Again:
             log.warning("coordinator queue full; dropped %s", msg.kind)
 
@@ -151,25 +153,42 @@ class HostRuntime:
         self.inflight[job_id] = time.monotonic()
 
         def run() -> None:
-            try:
-                result, error = work(), None
-            except OrchestratorError as exc:
-                result, error = None, exc
-            except Exception as exc:  # an engine bug must reach the caller, not kill the host
-                log.exception("engine failed on %s", job_id)
-                result, error = None, InternalError(f"{type(exc).__name__}: {exc}")
-
-            def finish() -> None:
-                self.inflight.pop(job_id, None)
-                if error is None:
-                    self.served += 1
-                else:
-                    self.errors += 1
-                reply(result, error)
-
-            self.call_soon(finish)
+            result, error = self._execute(job_id, work)
+            self.call_soon(lambda: self._finish(job_id, result, error, reply))
 
         self.pool.submit(run)
+
+    def run_inline(
+        self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
+    ) -> None:
+        """Run ``work`` here on the main thread and reply at once: for engines that take
+        microseconds, where the pool's two thread hand-offs and wake-up pipe cost more than the
+        work (the main thread is busy meanwhile, so never for a real model)."""
+        self.inflight[job_id] = time.monotonic()
+        result, error = self._execute(job_id, work)
+        self._finish(job_id, result, error, reply)
+
+    @staticmethod
+    def _execute(job_id: str, work: Callable[[], Any]) -> tuple[Any, OrchestratorError | None]:
+        """``work()`` as (result, error): a typed error as is, an engine bug as InternalError."""
+        try:
+            return work(), None
+        except OrchestratorError as exc:
+            return None, exc
+        except Exception as exc:  # an engine bug must reach the caller, not kill the host
+            log.exception("engine failed on %s", job_id)
+            return None, InternalError(f"{type(exc).__name__}: {exc}")
+
+    def _finish(
+        self, job_id: str, result: Any, error: Any, reply: Callable[[Any, Any], None]
+    ) -> None:
+        """Main thread: count the job done and send its answer."""
+        self.inflight.pop(job_id, None)
+        if error is None:
+            self.served += 1
+        else:
+            self.errors += 1
+        reply(result, error)
 
     # ----------------------------------------------------------------- start-up
     def load_model(self, engine: Engine, spec: ModelSpec) -> float:
@@ -360,7 +379,11 @@ class HostRuntime:
             else:
                 self.send(Message(Kind.RESULT, {"id": request_id, **out}))
 
-        self.submit(f"req:{request_id}", work, reply)
+        job_id = f"req:{request_id}"
+        if model in self.models and engine.runs_inline(options):
+            self.run_inline(job_id, work, reply)
+        else:
+            self.submit(job_id, work, reply)
 
     # ----------------------------------------------------------------- main loop
     def heartbeat(self) -> Message:
@@ -392,7 +415,7 @@ class HostRuntime:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.calls.fd, zmq.POLLIN)
-        next_beat = time.monotonic()
+        next_beat = next_check = time.monotonic()
         while self.state is not RuntimeState.STOPPING:
             now = time.monotonic()
             if now >= next_beat:
@@ -407,21 +430,20 @@ class HostRuntime:
                 self.calls.run_pending()
             if self.state is RuntimeState.DRAINING and not self.inflight:
                 break
-            reason = self.orphaned(time.monotonic())
-            if reason:
-                log.warning("exiting, coordinator gone: %s", reason)
-                return EXIT_ORPHANED
+            now = time.monotonic()
+            if now >= next_check:  # not every turn: under load a turn is one request
+                next_check = now + MAX_POLL_INTERVAL_S
+                reason = self.orphaned(now)
+                if reason:
+                    log.warning("exiting, coordinator gone: %s", reason)
+                    return EXIT_ORPHANED
         self.calls.run_pending()
         return self.exit_code
 
     def drain_socket(self) -> None:
         # Bounded, so a flood of audio cannot starve heartbeats and finished decodes; the
         # rest is read on the next turn of the loop.
-        for _ in range(MAX_MESSAGES_PER_TURN):
-            try:
-                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        for frames in waiting_messages(self.sock, MAX_MESSAGES_PER_TURN):
             self.last_heard = time.monotonic()
             try:
                 msg = self.decode(frames)

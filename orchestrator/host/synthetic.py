@@ -29,11 +29,18 @@ from orchestrator.host.engine import Engine, EngineResult, ModelSpec, Segment, W
 from orchestrator.wire.errors import ModelUnavailableError
 
 CRASH_EXIT_CODE = 70
+#: Engine options that make requests sleep, hang, crash or leak.
+_FAULT_OPTIONS = (
+    "delay_s",
+    "crash_after_requests",
+    "hang_after_requests",
+    "leak_mb_per_request",
+)
 
 
 def fingerprint(pcm16: np.ndarray) -> dict[str, int | float]:
     """The numbers the synthetic text is made of; tests compute the same on what they sent."""
-    values = pcm16.astype(np.int64)
+    values = np.asarray(pcm16, dtype=np.int64)  # no copy when the caller has int64 already
     return {
         "n": int(values.size),
         "sum": int(values.sum()),
@@ -60,6 +67,8 @@ class SyntheticEngine(Engine):
         {"language", "context", "max_tokens", "temperature", "word_timestamps"}
     )
     reported_packages = ("numpy", "pyzmq")
+    #: Fingerprinting takes microseconds; a request that may sleep or hang goes to the pool.
+    inline = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -67,6 +76,12 @@ class SyntheticEngine(Engine):
         self._requests = 0
         self._lock = threading.Lock()
         self._leaked: list[bytearray] = []
+        self._faulty = any(self.options.get(name) for name in _FAULT_OPTIONS)
+
+    def runs_inline(self, options: Mapping[str, Any]) -> bool:
+        # Faults (engine-wide, or per request in ``context``) may sleep or hang: the pool's
+        # threads take those, so the host keeps heartbeating as it would around a real model.
+        return not self._faulty and not options.get("context")
 
     def load(self, spec: ModelSpec) -> None:
         if self.options.get("crash_on_start"):
@@ -100,9 +115,12 @@ class SyntheticEngine(Engine):
         delay = float(faults.get("delay", self.options.get("delay_s", 0.0)))
         if delay:
             time.sleep(delay)
-        # PCM16 decodes as value / 32768, so this recovers the exact integers the client sent.
-        pcm16 = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
-        fp = fingerprint(pcm16)
+        # PCM16 decodes as value / 32768, so this recovers the exact integers the client sent
+        # (clipped in place: the fingerprint is the hot path of every routing benchmark).
+        values = np.rint(audio * 32768.0).astype(np.int64)
+        np.minimum(values, 32767, out=values)
+        np.maximum(values, -32768, out=values)
+        fp = fingerprint(values)
         text = format_fingerprint(fp)
         duration = audio.size / 16_000
         words = _even_words(text, duration) if options.get("word_timestamps") else ()
