@@ -8,38 +8,20 @@ to do. Standard library + numpy only: the host runtime imports this inside envs 
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
 from orchestrator.wire.errors import BadAudioError
-from orchestrator.wire.formats import AudioFormat
+from orchestrator.wire.formats import (  # noqa: F401  (re-exported: the audio API)
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+    AudioFormat,
+    check_sample_rate,
+)
 
-MIN_SAMPLE_RATE_HZ = 8_000
-MAX_SAMPLE_RATE_HZ = 192_000
 #: Float samples up to this magnitude are clipped to [-1, 1] (filter ringing, a hot mix); beyond
 #: it the data is not normalised audio (e.g. int16 values sent as floats) and is refused.
 MAX_FLOAT_MAGNITUDE = 1.5
 _PCM16_SCALE = 32_768.0
-
-
-def check_sample_rate(sample_rate: object) -> int:
-    """The sample rate as an int, or BadAudioError if it is not a whole number in range."""
-    if isinstance(sample_rate, bool):
-        raise BadAudioError(f"sample rate must be an integer in Hz, got {sample_rate!r}")
-    try:
-        rate = operator.index(sample_rate)  # ints and numpy ints; refuses 16000.5 and "16000"
-    except TypeError:
-        raise BadAudioError(
-            f"sample rate must be an integer in Hz, got {sample_rate!r}",
-            sample_rate=repr(sample_rate),
-        ) from None
-    if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
-        raise BadAudioError(
-            f"sample rate {rate} Hz is outside [{MIN_SAMPLE_RATE_HZ}, {MAX_SAMPLE_RATE_HZ}] Hz",
-            sample_rate=rate,
-        )
-    return rate
 
 
 def check_float_samples(samples: np.ndarray) -> np.ndarray:

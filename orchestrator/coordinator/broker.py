@@ -30,6 +30,7 @@ from orchestrator.coordinator.streams import StreamTable
 from orchestrator.coordinator.supervisor import SERVING, HostState, Replica, Supervisor
 from orchestrator.coordinator.zap import ZapHandler
 from orchestrator.wire import curve
+from orchestrator.wire.bodies import Control, HealthRequest
 from orchestrator.wire.errors import (
     BadRequestError,
     ConfigError,
@@ -269,7 +270,7 @@ class Broker:
         elif kind is Kind.STREAM_CLOSE:
             self.streams.on_client_close(client, msg)
         elif kind is Kind.HEALTH:
-            reply = {"id": msg.header.get("id"), "health": self.health()}
+            reply = {"id": HealthRequest.from_header(msg.header).id, "health": self.health()}
             self.outbox.to_client(client, Message(Kind.HEALTH_REPLY, reply))
         elif kind is Kind.CONTROL:
             self._on_control(client, msg)
@@ -284,8 +285,9 @@ class Broker:
         On an external host, ``stop`` asks each replica to drain and leave, ``restart`` drops its
         link (it dials in afresh) and ``start`` is its own machine's business.
         """
-        action, host = msg.header.get("action"), msg.header.get("host")
-        replicas = self.router.replicas_of(str(host))
+        body = Control.from_header(msg.header)
+        action, host = body.action, body.host
+        replicas = self.router.replicas_of(host)
         if action not in CONTROL_ACTIONS:
             raise BadRequestError(
                 f"unknown control action {action!r} (fix: one of {', '.join(CONTROL_ACTIONS)})"
@@ -306,7 +308,7 @@ class Broker:
                 self.supervisor.start(rep)
             else:
                 self.supervisor.restart(rep, "restart requested by an operator")
-        reply = {"id": msg.header.get("id"), "ok": True}
+        reply = {"id": body.id, "ok": True}
         self.outbox.to_client(client, Message(Kind.CONTROL_REPLY, reply))
 
     # ------------------------------------------------------------------ from hosts

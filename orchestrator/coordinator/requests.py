@@ -10,7 +10,6 @@ go through the outbox, never the broker.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from orchestrator.coordinator.config import CoordinatorSettings, ModelRoute
 from orchestrator.coordinator.outbox import Sender, reply_error
 from orchestrator.coordinator.router import Router, Verdict
 from orchestrator.coordinator.supervisor import Replica, Supervisor
+from orchestrator.wire.bodies import HostResult, TranscribeRequest
 from orchestrator.wire.errors import (
     BadAudioError,
-    BadRequestError,
     DeadlineExceededError,
     ErrorCode,
     HostCrashedError,
@@ -30,7 +29,7 @@ from orchestrator.wire.errors import (
     OverloadedError,
     error_from_wire,
 )
-from orchestrator.wire.formats import bytes_per_sample
+from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
 from orchestrator.wire.protocol import Kind, Message
 
 #: A one-shot request is tried on at most this many replicas (the first, plus one retry).
@@ -47,7 +46,7 @@ class Request:
     client: bytes
     client_id: Any
     route: ModelRoute
-    header: dict[str, Any]
+    body: TranscribeRequest
     payloads: list[bytes]
     received: float
     deadline: float
@@ -62,8 +61,7 @@ class Request:
 
     @property
     def pinned_host(self) -> str | None:
-        host = self.header.get("host")
-        return None if host is None else str(host)
+        return self.body.host
 
 
 class RequestTable:
@@ -103,24 +101,17 @@ class RequestTable:
     # ------------------------------------------------------------------ from clients
     def on_client_request(self, client: bytes, msg: Message) -> None:
         """Admit a TRANSCRIBE: check it, then dispatch, queue or refuse it."""
-        header = msg.header
+        body = TranscribeRequest.from_header(msg.header)
         now = time.monotonic()
-        route = self.router.route(str(header.get("model", "")))
-        self._check_audio_length(header, msg.payloads)
-        try:
-            timeout = float(header.get("timeout_s") or self.settings.request_timeout_s)
-        except (TypeError, ValueError):
-            timeout = math.nan
-        if not math.isfinite(timeout):  # NaN or infinity would never expire
-            raise BadRequestError(
-                f"timeout_s must be a number of seconds, got {header.get('timeout_s')!r}"
-            )
+        route = self.router.route(body.model)
+        self._check_audio_length(body, msg.payloads)
+        timeout = body.timeout_s or self.settings.request_timeout_s  # 0 or none: the default
         req = Request(
             rid=str(next(self._ids)),
             client=client,
-            client_id=header.get("id"),
+            client_id=body.id,
             route=route,
-            header=header,
+            body=body,
             payloads=msg.payloads,
             received=now,
             deadline=now + timeout,
@@ -128,17 +119,10 @@ class RequestTable:
         self.received += 1
         self._place(req)
 
-    def _check_audio_length(self, header: dict[str, Any], payloads: list[bytes]) -> None:
-        """Refuse a clip over ``max_audio_s`` here, before any host spends time on it.
-
-        Only a well-formed format and rate are measured; anything else reaches the host's audio
-        checks, which name the precise fault.
-        """
-        width = bytes_per_sample(header.get("format", "pcm16"))
-        rate = header.get("sample_rate")
-        if width is None or not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
-            return
-        seconds = sum(len(p) for p in payloads) / width / rate
+    def _check_audio_length(self, body: TranscribeRequest, payloads: list[bytes]) -> None:
+        """Refuse a clip over ``max_audio_s`` here, before any host spends time on it."""
+        width = BYTES_PER_SAMPLE[AudioFormat(body.format)]
+        seconds = sum(len(p) for p in payloads) / width / body.sample_rate
         limit = self.settings.max_audio_s
         if seconds > limit:
             raise BadAudioError(
@@ -178,9 +162,19 @@ class RequestTable:
         req.tried.add(rep.name)
         self.inflight[req.rid] = req
         rep.inflight += 1
-        header = {**req.header, "id": req.rid, "model": req.route.name}
-        header["timeout_s"] = max(0.0, req.deadline - now)
-        self.out.to_host(rep, Message(Kind.TRANSCRIBE, header, req.payloads))
+        body = (
+            req.body
+        )  # re-addressed: the host answers the coordinator's id, for the route's model
+        forwarded = TranscribeRequest(
+            req.rid,
+            req.route.name,
+            body.sample_rate,
+            body.format,
+            body.options,
+            max(0.0, req.deadline - now),
+            body.host,
+        )
+        self.out.to_host(rep, Message(Kind.TRANSCRIBE, forwarded.to_header(), req.payloads))
         self.supervisor.update_load(rep)
 
     def _answer_error(self, req: Request, err: OrchestratorError) -> None:
@@ -214,7 +208,7 @@ class RequestTable:
     # ------------------------------------------------------------------ from hosts
     def on_host_reply(self, rep: Replica, msg: Message) -> None:
         """A RESULT or ERROR for a request dispatched to ``rep`` (late or foreign ones are void)."""
-        rid = str(msg.header["id"])
+        rid = str(msg.header["id"])  # the one field a RESULT and an ERROR share
         req = self.inflight.get(rid)
         if req is None or req.replica is not rep:
             return  # a replica the request left (retried elsewhere) must not void it
@@ -225,7 +219,8 @@ class RequestTable:
             self.results += 1
             if not req.answered:
                 req.answered = True
-                self.out.to_client(req.client, self._result_message(req, rep, msg.header))
+                result = HostResult.from_header(msg.header)
+                self.out.to_client(req.client, self._result_message(req, rep, result))
         else:
             rep.errors += 1
             error = msg.header.get("error") or {}
@@ -244,17 +239,17 @@ class RequestTable:
         self.drain_pending()
 
     @staticmethod
-    def _result_message(req: Request, rep: Replica, header: dict[str, Any]) -> Message:
+    def _result_message(req: Request, rep: Replica, result: HostResult) -> Message:
         timings = {
-            "queued_s": req.dispatched_at - req.received + float(header.get("host_queued_s", 0.0)),
-            "compute_s": float(header.get("compute_s", 0.0)),
+            "queued_s": req.dispatched_at - req.received + result.host_queued_s,
+            "compute_s": result.compute_s,
             "total_s": time.monotonic() - req.received,
         }
         return Message(
             Kind.RESULT,
             {
                 "id": req.client_id,
-                "result": header.get("result"),
+                "result": result.result,
                 "model": req.route.name,
                 "host": rep.host.name,
                 "replica": rep.name,

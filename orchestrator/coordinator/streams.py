@@ -20,11 +20,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.audio.pcm import check_sample_rate
 from orchestrator.coordinator.config import CoordinatorSettings, ModelRoute
 from orchestrator.coordinator.outbox import Sender
 from orchestrator.coordinator.router import Router
 from orchestrator.coordinator.supervisor import Replica, Supervisor
+from orchestrator.wire.bodies import (
+    CLIENT_STREAM_KEY,
+    HOST_STREAM_KEY,
+    StreamChunk,
+    StreamClose,
+    StreamOpen,
+)
 from orchestrator.wire.errors import (
     BadAudioError,
     BadRequestError,
@@ -35,8 +41,8 @@ from orchestrator.wire.errors import (
     StreamClosedError,
     StreamSequenceError,
 )
-from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat, bytes_per_sample
-from orchestrator.wire.messages import EventType, parse_options
+from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
+from orchestrator.wire.messages import EventType
 from orchestrator.wire.protocol import Kind, Message
 
 log = logging.getLogger("orchestrator.coordinator.streams")
@@ -101,11 +107,11 @@ class StreamTable:
 
     # ------------------------------------------------------------------ client side
     def on_client_open(self, client: bytes, msg: Message) -> None:
-        cid = msg.header.get("id")
+        cid = msg.header.get("id")  # refusals must name the stream even when its body is bad
         if (client, cid) in self.by_client:
             raise BadRequestError(f"stream {cid!r} is already open")  # it goes on: no "closed"
         try:
-            self._open(client, cid, msg.header)
+            self._open(client, StreamOpen.from_header(msg.header, CLIENT_STREAM_KEY))
         except OrchestratorError as err:
             # A refused stream ends as a failed one does, with ``closed`` after the error, so
             # the client's stream ends too instead of waiting for events forever.
@@ -116,31 +122,25 @@ class StreamTable:
             ):
                 self.out.to_client(client, Message(Kind.STREAM_EVENT, {**event, "id": cid}))
 
-    def _open(self, client: bytes, cid: Any, header: dict[str, Any]) -> None:
+    def _open(self, client: bytes, body: StreamOpen) -> None:
         if len(self.streams) >= self.settings.max_streams:
             raise OverloadedError(f"{self.settings.max_streams} streams already open")
-        route = self.router.route(str(header.get("model", "")))
-        fmt = str(header.get("format", "pcm16"))
-        rate = header.get("sample_rate")
-        if bytes_per_sample(fmt) is None:
-            raise BadRequestError(f"unknown sample format {fmt!r}; use pcm16 or f32")
-        rate = check_sample_rate(rate)
-        options = parse_options(header.get("options"))
+        route = self.router.route(body.model)
         now = time.monotonic()
         stream = Stream(
             sid=f"s:{next(self._ids)}",
             client=client,
-            cid=cid,
+            cid=body.stream,
             route=route,
-            sample_rate=rate,
-            fmt=fmt,
-            options=options,
+            sample_rate=body.sample_rate,
+            fmt=body.format,
+            options=body.options,
             opened=now,
             last_activity=now,
-            hosts=self.router.hosts_for(route, header.get("host")),
+            hosts=self.router.hosts_for(route, body.host),
         )
         self.streams[stream.sid] = stream
-        self.by_client[(client, cid)] = stream
+        self.by_client[(client, stream.cid)] = stream
         try:
             self._attach(stream, exclude=set(), first=True)
         except OrchestratorError:
@@ -149,8 +149,9 @@ class StreamTable:
         self.opened_total += 1
 
     def on_client_audio(self, client: bytes, msg: Message) -> None:
-        stream = self._client_stream(client, msg)
-        seq = msg.header.get("seq")
+        chunk_body = StreamChunk.from_header(msg.header, CLIENT_STREAM_KEY)
+        stream = self._client_stream(client, chunk_body.stream)
+        seq = chunk_body.seq
         if seq != stream.next_seq:
             raise StreamSequenceError(
                 f"stream {stream.cid!r}: expected chunk {stream.next_seq}, got {seq!r}",
@@ -178,16 +179,21 @@ class StreamTable:
             self._send_audio(stream, chunk)
 
     def on_client_close(self, client: bytes, msg: Message) -> None:
-        stream = self._client_stream(client, msg)
+        stream = self._client_stream(
+            client, StreamClose.from_header(msg.header, CLIENT_STREAM_KEY).stream
+        )
         stream.closing = True
         stream.last_activity = time.monotonic()
         if stream.replica is not None:
-            self.out.to_host(stream.replica, Message(Kind.STREAM_CLOSE, {"sid": stream.sid}))
+            self.out.to_host(
+                stream.replica,
+                Message(Kind.STREAM_CLOSE, StreamClose(stream.sid).to_header(HOST_STREAM_KEY)),
+            )
 
-    def _client_stream(self, client: bytes, msg: Message) -> Stream:
-        stream = self.by_client.get((client, msg.header.get("id")))
+    def _client_stream(self, client: bytes, cid: Any) -> Stream:
+        stream = self.by_client.get((client, cid))
         if stream is None:
-            raise StreamClosedError(f"no open stream {msg.header.get('id')!r}")
+            raise StreamClosedError(f"no open stream {cid!r}")
         return stream
 
     def _emit(self, stream: Stream, event: dict[str, Any]) -> None:
@@ -231,22 +237,24 @@ class StreamTable:
         stream.host_seq = 0
         rep.streams += 1
         stream.hosts_used.append(rep.name)
-        header = {
-            "sid": stream.sid,
-            "model": stream.route.name,
-            "sample_rate": stream.sample_rate,
-            "format": stream.fmt,
-            "options": stream.options,
-            "start_sample": stream.buffer_start,
-            "first_utterance": stream.next_utterance,
-        }
-        self.out.to_host(rep, Message(Kind.STREAM_OPEN, header))
+        body = StreamOpen(
+            stream.sid,
+            stream.route.name,
+            stream.sample_rate,
+            stream.fmt,
+            stream.options,
+            start_sample=stream.buffer_start,
+            first_utterance=stream.next_utterance,
+        )
+        self.out.to_host(rep, Message(Kind.STREAM_OPEN, body.to_header(HOST_STREAM_KEY)))
         # Replay what no final confirmed, in pieces: all of it may exceed one message's limit.
         piece = max(1, self.settings.max_message_bytes // 2 // stream.width) * stream.width
         for start in range(0, len(stream.buffer), piece):
             self._send_audio(stream, bytes(stream.buffer[start : start + piece]))
         if stream.closing:
-            self.out.to_host(rep, Message(Kind.STREAM_CLOSE, {"sid": stream.sid}))
+            self.out.to_host(
+                rep, Message(Kind.STREAM_CLOSE, StreamClose(stream.sid).to_header(HOST_STREAM_KEY))
+            )
         if first or previous is None:
             self._emit(
                 stream, {"type": EventType.OPENED, "host": rep.host.name, "replica": rep.name}
@@ -282,7 +290,11 @@ class StreamTable:
         assert stream.replica is not None
         self.out.to_host(
             stream.replica,
-            Message(Kind.STREAM_AUDIO, {"sid": stream.sid, "seq": stream.host_seq}, [data]),
+            Message(
+                Kind.STREAM_AUDIO,
+                StreamChunk(stream.sid, stream.host_seq).to_header(HOST_STREAM_KEY),
+                [data],
+            ),
         )
         stream.host_seq += 1
 

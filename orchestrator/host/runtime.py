@@ -42,6 +42,7 @@ from orchestrator.call_queue import CallQueue
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
 from orchestrator.host.streams import HostStreams
 from orchestrator.host.vad import VadFactory
+from orchestrator.wire.bodies import HostResult, TranscribeRequest
 from orchestrator.wire.contract import (
     EXIT_ENGINE_FAILED,
     EXIT_OK,
@@ -56,7 +57,6 @@ from orchestrator.wire.errors import (
     OrchestratorError,
     UnknownModelError,
 )
-from orchestrator.wire.messages import parse_options
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, error_message
 from orchestrator.wire.sockets import send_frames, waiting_messages
 
@@ -67,6 +67,9 @@ MAX_POLL_INTERVAL_S = 0.1
 #: Messages read per turn of the main loop before heartbeats and completions get their turn.
 MAX_MESSAGES_PER_TURN = 200
 _PR_SET_PDEATHSIG = 1
+
+#: How long a TRANSCRIBE that names no timeout may take (the coordinator always names one).
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
 
 
 class RuntimeState(enum.StrEnum):
@@ -331,29 +334,25 @@ class HostRuntime:
             )
         raise UnknownModelError(f"model {model!r} is not served by {self.identity}", model=model)
 
-    def prepare_audio(self, header: dict[str, Any], payloads: list[bytes]) -> np.ndarray:
+    def prepare_audio(self, body: TranscribeRequest, payloads: list[bytes]) -> np.ndarray:
         """Decode and resample a request's audio to what engines take."""
         if len(payloads) != 1:
             raise BadRequestError(f"expected one audio payload frame, got {len(payloads)}")
-        rate = header.get("sample_rate")
-        samples = decode_payload(payloads[0], header.get("format", "pcm16"), rate)
-        return resample(samples, int(rate), ENGINE_SAMPLE_RATE)
+        samples = decode_payload(payloads[0], body.format, body.sample_rate)
+        return resample(samples, body.sample_rate, ENGINE_SAMPLE_RATE)
 
     def on_transcribe(self, msg: Message) -> None:
-        header = msg.header
-        request_id = str(header.get("id", ""))
         received = time.monotonic()
         try:
             if self.engine is None:
                 raise InternalError("host is still loading")
-            model = str(header.get("model", ""))
+            body = TranscribeRequest.from_header(msg.header)
+            request_id = "" if body.id is None else str(body.id)
+            model, options = body.model, body.options
             self.check_model(model)
-            options = parse_options(header.get("options"))
             self.engine.check_options(options)
-            samples = self.prepare_audio(header, msg.payloads)
-            timeout_s = header.get("timeout_s", 30.0)
-            if not isinstance(timeout_s, int | float) or isinstance(timeout_s, bool):
-                raise BadRequestError(f"timeout_s must be a number, got {timeout_s!r}")
+            samples = self.prepare_audio(body, msg.payloads)
+            timeout_s = DEFAULT_REQUEST_TIMEOUT_S if body.timeout_s is None else body.timeout_s
         except OrchestratorError as exc:
             self.errors += 1
             self.reply_error(msg, exc)
@@ -377,7 +376,7 @@ class HostRuntime:
             if error is not None:
                 self.reply_error(msg, error)
             else:
-                self.send(Message(Kind.RESULT, {"id": request_id, **out}))
+                self.send(Message(Kind.RESULT, HostResult(request_id, **out).to_header()))
 
         job_id = f"req:{request_id}"
         if model in self.models and engine.runs_inline(options):

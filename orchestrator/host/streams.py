@@ -23,18 +23,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from orchestrator.audio.pcm import check_sample_rate, decode_payload
+from orchestrator.audio.pcm import decode_payload
 from orchestrator.audio.resample import Resampler
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine
 from orchestrator.host.segmenter import Action, DecodeFinal, StreamSegmenter
 from orchestrator.host.vad import VadFactory
+from orchestrator.wire.bodies import HOST_STREAM_KEY, StreamChunk, StreamOpen
 from orchestrator.wire.contract import SegmenterSettings
 from orchestrator.wire.errors import (
     OrchestratorError,
     StreamClosedError,
     StreamSequenceError,
 )
-from orchestrator.wire.messages import EventType, parse_options
+from orchestrator.wire.messages import EventType
 from orchestrator.wire.protocol import Kind, Message
 
 #: Send a progress event when the confirmed point advanced by this much audio.
@@ -152,12 +153,13 @@ class HostStreams:
         )
 
     def handle(self, msg: Message) -> None:
-        sid = str(msg.header.get("sid"))
+        sid = str(msg.header.get(HOST_STREAM_KEY))  # errors name the stream even if its body is bad
         try:
             if msg.kind is Kind.STREAM_OPEN:
-                self.open(sid, msg.header)
+                self.open(sid, StreamOpen.from_header(msg.header, HOST_STREAM_KEY))
             elif msg.kind is Kind.STREAM_AUDIO:
-                self.audio(self._get(sid), msg)
+                chunk = StreamChunk.from_header(msg.header, HOST_STREAM_KEY)
+                self.audio(self._get(sid), chunk.seq, msg.payloads)
             else:
                 self.close(self._get(sid))
         except OrchestratorError as exc:
@@ -169,34 +171,30 @@ class HostStreams:
             raise StreamClosedError(f"no stream {sid!r} on this host")
         return stream
 
-    def open(self, sid: str, header: dict[str, Any]) -> None:
-        model = str(header.get("model", ""))
-        self.host.check_model(model)
-        options = parse_options(header.get("options"))
-        self.engine.check_options(options)
-        rate = check_sample_rate(header.get("sample_rate"))
-        fmt = str(header.get("format", "pcm16"))
+    def open(self, sid: str, body: StreamOpen) -> None:
+        self.host.check_model(body.model)
+        self.engine.check_options(body.options)
+        rate = body.sample_rate
         self.streams[sid] = HostStream(
             sid=sid,
-            model=model,
-            options=options,
+            model=body.model,
+            options=body.options,
             sample_rate=rate,
-            fmt=fmt,
-            start_sample=int(header.get("start_sample", 0)),
-            first_utterance=int(header.get("first_utterance", 0)),
+            fmt=body.format,
+            start_sample=body.start_sample,
+            first_utterance=body.first_utterance,
             segmenter=StreamSegmenter(self.settings, self.vad.detector()),
             resampler=None if rate == ENGINE_SAMPLE_RATE else Resampler(rate, ENGINE_SAMPLE_RATE),
         )
 
-    def audio(self, stream: HostStream, msg: Message) -> None:
-        seq = msg.header.get("seq")
+    def audio(self, stream: HostStream, seq: int, payloads: list[bytes]) -> None:
         if seq != stream.next_seq:
             raise StreamSequenceError(f"expected chunk {stream.next_seq}, got {seq!r}")
         stream.next_seq += 1
         if stream.closing:
             raise StreamClosedError("stream is closing")
         samples = decode_payload(
-            msg.payloads[0] if msg.payloads else b"",
+            payloads[0] if payloads else b"",
             stream.fmt,
             stream.sample_rate,
             allow_empty=True,

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import enum
+import operator
+
+from orchestrator.wire.errors import BadAudioError
+
+MIN_SAMPLE_RATE_HZ = 8_000
+MAX_SAMPLE_RATE_HZ = 192_000
 
 
 class AudioFormat(enum.StrEnum):
@@ -22,3 +28,22 @@ def bytes_per_sample(fmt: object) -> int | None:
         return BYTES_PER_SAMPLE[AudioFormat(fmt)]
     except ValueError:
         return None
+
+
+def check_sample_rate(sample_rate: object) -> int:
+    """The sample rate as an int, or BadAudioError if it is not a whole number in range."""
+    if isinstance(sample_rate, bool):
+        raise BadAudioError(f"sample rate must be an integer in Hz, got {sample_rate!r}")
+    try:
+        rate = operator.index(sample_rate)  # ints and numpy ints; refuses 16000.5 and "16000"
+    except TypeError:
+        raise BadAudioError(
+            f"sample rate must be an integer in Hz, got {sample_rate!r}",
+            sample_rate=repr(sample_rate),
+        ) from None
+    if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
+        raise BadAudioError(
+            f"sample rate {rate} Hz is outside [{MIN_SAMPLE_RATE_HZ}, {MAX_SAMPLE_RATE_HZ}] Hz",
+            sample_rate=rate,
+        )
+    return rate

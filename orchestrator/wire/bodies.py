@@ -1,0 +1,255 @@
+"""Typed bodies of the routed messages: each header parsed and type-checked once, where it enters.
+
+The coordinator parses what a client sends (TRANSCRIBE, STREAM_OPEN, STREAM_AUDIO, STREAM_CLOSE,
+CONTROL, HEALTH) and what a host answers (RESULT); the host parses what the coordinator forwards.
+Code past the entry point holds these frozen objects, never the raw dict, so a field's type is
+checked in one place and a malformed one is refused there with the typed error naming it (the
+same codes a deeper check used to give). ``to_header`` writes the same keys in the same order the
+senders always wrote, so the wire format is unchanged.
+
+A stream is named ``id`` between client and coordinator and ``sid`` between coordinator and host
+(the coordinator's own id for it): the stream bodies take the key as an argument.
+
+Standard library only (host side). Slotted, and built without copying headers: the coordinator
+parses every chunk of every stream on its hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.wire.errors import BadAudioError, BadRequestError, StreamSequenceError
+from orchestrator.wire.formats import AudioFormat, check_sample_rate
+from orchestrator.wire.messages import parse_options
+
+#: The key naming a stream between client and coordinator, and between coordinator and host.
+CLIENT_STREAM_KEY, HOST_STREAM_KEY = "id", "sid"
+_FORMATS = ", ".join(f.value for f in AudioFormat)
+
+Header = Mapping[str, Any]
+
+
+def _optional_str(header: Header, name: str) -> str | None:
+    value = header.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise BadRequestError(f"{name} must be a string, got {value!r}", field=name)
+
+
+def _str(header: Header, name: str) -> str:
+    return _optional_str(header, name) or ""
+
+
+def _int(header: Header, name: str, default: int) -> int:
+    value = header.get(name, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise BadRequestError(f"{name} must be an integer, got {value!r}", field=name)
+
+
+def _number(header: Header, name: str, default: float) -> float:
+    value = header.get(name, default)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise BadRequestError(f"{name} must be a finite number, got {value!r}", field=name)
+
+
+def _format(header: Header, error: type[BadRequestError] | type[BadAudioError]) -> str:
+    """The sample format name; ``error`` keeps the code each message always refused it with."""
+    fmt = header.get("format", AudioFormat.PCM16.value)
+    if isinstance(fmt, str) and fmt in AudioFormat._value2member_map_:
+        return fmt
+    raise error(f"unknown sample format {fmt!r}; expected one of: {_FORMATS}", field="format")
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeRequest:
+    """A one-shot TRANSCRIBE: client -> coordinator, then coordinator -> host (re-addressed)."""
+
+    id: Any
+    model: str
+    sample_rate: int
+    format: str
+    options: dict[str, Any]
+    #: Seconds the requester will wait; None when it named none (the receiver's default).
+    timeout_s: float | None = None
+    #: Pinned to this host: no other is tried.
+    host: str | None = None
+
+    @classmethod
+    def from_header(cls, header: Header) -> TranscribeRequest:
+        model = _str(header, "model")
+        rate = check_sample_rate(header.get("sample_rate"))  # before the format, as decoding did
+        fmt = _format(header, BadAudioError)
+        options = parse_options(header.get("options"))
+        timeout = header.get("timeout_s")
+        if timeout is not None and not (
+            isinstance(timeout, int | float)
+            and not isinstance(timeout, bool)
+            and math.isfinite(timeout)  # NaN or infinity would never expire
+        ):
+            raise BadRequestError(
+                f"timeout_s must be a number of seconds, got {timeout!r}", field="timeout_s"
+            )
+        return cls(
+            header.get("id"),
+            model,
+            rate,
+            fmt,
+            options,
+            None if timeout is None else float(timeout),
+            _optional_str(header, "host"),
+        )
+
+    def to_header(self) -> dict[str, Any]:
+        header: dict[str, Any] = {
+            "id": self.id,
+            "model": self.model,
+            "sample_rate": self.sample_rate,
+            "format": self.format,
+            "options": self.options,
+            "timeout_s": self.timeout_s,
+        }
+        if self.host is not None:
+            header["host"] = self.host
+        return header
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpen:
+    """A STREAM_OPEN: client -> coordinator (may pin a host), coordinator -> host (where the
+    stream's timeline resumes after a failover)."""
+
+    stream: Any
+    model: str
+    sample_rate: int
+    format: str
+    options: dict[str, Any]
+    host: str | None = None
+    #: Coordinator -> host: the stream sample and utterance number the host starts counting at.
+    start_sample: int = 0
+    first_utterance: int = 0
+
+    @classmethod
+    def from_header(cls, header: Header, key: str) -> StreamOpen:
+        model = _str(header, "model")
+        fmt = _format(header, BadRequestError)
+        return cls(
+            header.get(key),
+            model,
+            check_sample_rate(header.get("sample_rate")),
+            fmt,
+            parse_options(header.get("options")),
+            _optional_str(header, "host"),
+            _int(header, "start_sample", 0),
+            _int(header, "first_utterance", 0),
+        )
+
+    def to_header(self, key: str) -> dict[str, Any]:
+        header: dict[str, Any] = {
+            key: self.stream,
+            "model": self.model,
+            "sample_rate": self.sample_rate,
+            "format": self.format,
+            "options": self.options,
+        }
+        if key == HOST_STREAM_KEY:
+            header["start_sample"] = self.start_sample
+            header["first_utterance"] = self.first_utterance
+        if self.host is not None:
+            header["host"] = self.host  # pinned: no failover to another host
+        return header
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """The header of a STREAM_AUDIO (its payload frame is the audio): which stream, which chunk."""
+
+    stream: Any
+    seq: int
+
+    @classmethod
+    def from_header(cls, header: Header, key: str) -> StreamChunk:
+        seq = header.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            # An out-of-order chunk, as a wrong number is: the sender's sequence is broken.
+            raise StreamSequenceError(f"chunk seq must be an integer, got {seq!r}", got=seq)
+        return cls(header.get(key), seq)
+
+    def to_header(self, key: str) -> dict[str, Any]:
+        return {key: self.stream, "seq": self.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClose:
+    """A STREAM_CLOSE: no more audio; the stream ends once its last words are out."""
+
+    stream: Any
+
+    @classmethod
+    def from_header(cls, header: Header, key: str) -> StreamClose:
+        return cls(header.get(key))
+
+    def to_header(self, key: str) -> dict[str, Any]:
+        return {key: self.stream}
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """An operator's CONTROL: do ``action`` to every replica of ``host``."""
+
+    id: Any
+    action: str
+    host: str
+
+    @classmethod
+    def from_header(cls, header: Header) -> Control:
+        return cls(header.get("id"), _str(header, "action"), _str(header, "host"))
+
+    def to_header(self) -> dict[str, Any]:
+        return {"id": self.id, "action": self.action, "host": self.host}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRequest:
+    """A HEALTH request: only the id the reply is matched by."""
+
+    id: Any
+
+    @classmethod
+    def from_header(cls, header: Header) -> HealthRequest:
+        return cls(header.get("id"))
+
+    def to_header(self) -> dict[str, Any]:
+        return {"id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class HostResult:
+    """A host's RESULT for a one-shot request: the engine's result and where the time went."""
+
+    id: str
+    #: ``EngineResult.to_wire()``, forwarded to the client untouched (the client types it).
+    result: Any
+    host_queued_s: float = 0.0
+    compute_s: float = 0.0
+
+    @classmethod
+    def from_header(cls, header: Header) -> HostResult:
+        return cls(
+            str(header.get("id")),
+            header.get("result"),
+            _number(header, "host_queued_s", 0.0),
+            _number(header, "compute_s", 0.0),
+        )
+
+    def to_header(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "result": self.result,
+            "host_queued_s": self.host_queued_s,
+            "compute_s": self.compute_s,
+        }
