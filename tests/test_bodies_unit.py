@@ -39,7 +39,12 @@ def code_of(call: Any) -> str:
 
 def test_transcribe_round_trips_byte_for_byte_in_the_senders_key_order() -> None:
     body = TranscribeRequest.from_header(TRANSCRIBE)
-    assert (body.model, body.sample_rate, body.format, body.timeout_s) == ("echo", 16000, "pcm16", 5.0)
+    assert (body.model, body.sample_rate, body.format, body.timeout_s) == (
+        "echo",
+        16000,
+        "pcm16",
+        5.0,
+    )
     assert list(body.to_header().items()) == list(TRANSCRIBE.items())
     pinned = TranscribeRequest.from_header({**TRANSCRIBE, "host": "mlx_host"})
     assert pinned.host == "mlx_host" and list(pinned.to_header())[-1] == "host"
@@ -48,7 +53,11 @@ def test_transcribe_round_trips_byte_for_byte_in_the_senders_key_order() -> None
 def test_transcribe_defaults_when_optional_fields_are_absent() -> None:
     body = TranscribeRequest.from_header({"id": 1, "sample_rate": 8000})
     assert (body.model, body.format, body.options, body.timeout_s, body.host) == (
-        "", "pcm16", {}, None, None,
+        "",
+        "pcm16",
+        {},
+        None,
+        None,
     )
 
 
@@ -83,8 +92,13 @@ def test_stream_open_round_trips_on_both_hops() -> None:
     body = StreamOpen.from_header(OPEN, CLIENT_STREAM_KEY)
     assert list(body.to_header(CLIENT_STREAM_KEY).items()) == list(OPEN.items())
     host_header = {
-        "sid": "s:1", "model": "echo", "sample_rate": 16000, "format": "pcm16", "options": {},
-        "start_sample": 320, "first_utterance": 2,
+        "sid": "s:1",
+        "model": "echo",
+        "sample_rate": 16000,
+        "format": "pcm16",
+        "options": {},
+        "start_sample": 320,
+        "first_utterance": 2,
     }
     hop = StreamOpen.from_header(host_header, HOST_STREAM_KEY)
     assert (hop.stream, hop.start_sample, hop.first_utterance) == ("s:1", 320, 2)
@@ -114,7 +128,9 @@ def test_stream_chunk_and_close() -> None:
     assert StreamChunk("s:1", 4).to_header(HOST_STREAM_KEY) == {"sid": "s:1", "seq": 4}
     for bad in ({"id": "a"}, {"id": "a", "seq": "3"}, {"id": "a", "seq": True}):
         assert code_of(lambda b=bad: StreamChunk.from_header(b, "id")) == ErrorCode.STREAM_SEQUENCE
-    assert StreamClose.from_header({"sid": "s:2"}, HOST_STREAM_KEY).to_header("sid") == {"sid": "s:2"}
+    assert StreamClose.from_header({"sid": "s:2"}, HOST_STREAM_KEY).to_header("sid") == {
+        "sid": "s:2"
+    }
     assert StreamClose.from_header({}, CLIENT_STREAM_KEY).stream is None
 
 
