@@ -22,6 +22,7 @@ import zmq
 from orchestrator.call_queue import CallQueue
 from orchestrator.coordinator.config import Config
 from orchestrator.coordinator.health import snapshot
+from orchestrator.coordinator.model_ops import MODEL_ACTIONS, ModelOpTable
 from orchestrator.coordinator.outbox import Outbox, reply_error
 from orchestrator.coordinator.requests import RequestTable
 from orchestrator.coordinator.router import Router
@@ -88,6 +89,7 @@ class Broker:
         tables = (self.settings, self.router, self.supervisor, self.outbox)
         self.requests = RequestTable(*tables)
         self.streams = StreamTable(*tables)
+        self.model_ops = ModelOpTable(self.settings, self.router, self.outbox)
         self.started = time.monotonic()
         self.calls = CallQueue()
         self.running = False
@@ -158,6 +160,7 @@ class Broker:
                 self.supervisor.tick()
                 self.requests.tick(now)
                 self.streams.tick(now)
+                self.model_ops.tick(now)
                 next_tick = now + tick_s
         self.calls.run_pending()
 
@@ -166,6 +169,7 @@ class Broker:
         self.supervisor.stop_all()
         self.requests.close_all("coordinator shut down")
         self.streams.close_all("coordinator shut down")
+        self.model_ops.close_all("coordinator shut down")
         self.clients.close(linger=100)
         self.hosts.close(linger=0)
         self.calls.close()
@@ -229,13 +233,20 @@ class Broker:
             raise BadRequestError(f"clients may not send {kind}")
 
     def _on_control(self, client: bytes, msg: Message) -> None:
-        """Operator actions: stop or start a host's replicas (also how tests fail a host)."""
+        """Operator actions: stop, start or restart a host's replicas (also how tests fail a
+        host), or load or unload a model on them (answered by the model-op table)."""
         action, host = msg.header.get("action"), msg.header.get("host")
         replicas = self.router.replicas_of(str(host))
-        if not replicas or action not in ("stop", "start", "restart"):
+        if action not in {"stop", "start", "restart", *MODEL_ACTIONS}:
             raise BadRequestError(
-                f"control needs action stop|start|restart and a known host, got {action} {host}"
+                f"control action must be stop, start, restart, load or unload, got {action!r}"
             )
+        if not replicas:
+            hosts = sorted(self.config.hosts)
+            raise BadRequestError(f"unknown host {host!r}; hosts: {hosts}")
+        if action in MODEL_ACTIONS:
+            self.model_ops.on_client_control(client, msg.header)
+            return
         for rep in replicas:
             if action == "stop":
                 self.supervisor.stop(rep)
@@ -259,6 +270,8 @@ class Broker:
             self.supervisor.on_ready(rep, msg.header)
             self.streams.on_replica_ready(rep)
             self.requests.drain_pending()
+        elif kind is Kind.CONTROL_REPLY or (kind is Kind.ERROR and msg.header.get("control")):
+            self.model_ops.on_host_reply(rep, msg)
         elif kind is Kind.STREAM_EVENT or (kind is Kind.ERROR and msg.header.get("sid")):
             self.streams.on_host_event(rep, msg)
         elif kind in (Kind.RESULT, Kind.ERROR) and msg.header.get("id") is not None:
@@ -277,3 +290,4 @@ class Broker:
         # The replica's process is gone (or going): its work must go elsewhere or be answered.
         self.requests.on_replica_lost(rep, reason)
         self.streams.on_replica_lost(rep, reason)
+        self.model_ops.on_replica_lost(rep, reason)

@@ -37,7 +37,7 @@ from orchestrator.wire.contract import (
     DEFAULT_ORPHAN_TIMEOUT_S,
     SegmenterSettings,
 )
-from orchestrator.wire.errors import ConfigError, OrchestratorError
+from orchestrator.wire.errors import BadRequestError, ConfigError, OrchestratorError
 
 CURRENT_PYTHON = "current"
 
@@ -82,6 +82,9 @@ class HostConfig:
     memory_limit_mb: int = 0
     #: A draining replica is recycled after this long even if streams still use it.
     drain_timeout_s: float = 30.0
+    #: An on-demand model nobody used this long is unloaded and its memory returned (the next
+    #: request loads it again); 0 keeps loaded models until the host stops.
+    idle_unload_s: float = 0.0
     restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
     env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -122,6 +125,8 @@ class CoordinatorSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_audio_s: float = 600.0
     max_streams: int = 256
+    #: An operator's model load or unload waits this long for every replica's answer.
+    model_op_timeout_s: float = 300.0
     #: A stream whose host died waits this long for another replica before it fails.
     stream_failover_timeout_s: float = 30.0
     #: A stream with no audio or close for this long is closed (its client is presumed gone).
@@ -135,6 +140,31 @@ class CoordinatorSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class HttpSettings:
+    """The OpenAI-compatible HTTP face (``serve --http``, ``orchestrator.http``): the ``[http]``
+    table."""
+
+    #: Uploads over this many bytes are refused with 413 before they are read whole.
+    max_upload_bytes: int = 25 * 1024 * 1024
+    #: Uploads received and transcribed at once; one more is refused with 429.
+    max_concurrent_uploads: int = 8
+    #: The Retry-After (seconds) sent with a 429.
+    retry_after_s: int = 1
+    #: A file of API keys, one per line; when set, every /v1 call needs ``Authorization: Bearer
+    #: KEY``. Empty: no keys (the face listens on loopback unless told otherwise).
+    api_keys_file: str = ""
+    #: Audio streamed to the coordinator per message for ``stream=true`` answers.
+    stream_chunk_ms: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_concurrent_uploads", "stream_chunk_ms"):
+            if getattr(self, name) < 1:
+                raise BadRequestError(f"http {name} must be >= 1, got {getattr(self, name)}")
+        if self.retry_after_s < 0:
+            raise BadRequestError(f"http retry_after_s must be >= 0, got {self.retry_after_s}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration: coordinator settings, hosts and model routes."""
 
@@ -142,6 +172,7 @@ class Config:
     hosts: Mapping[str, HostConfig]
     models: Mapping[str, ModelRoute]
     segmenter: SegmenterSettings = dataclasses.field(default_factory=SegmenterSettings)
+    http: HttpSettings = dataclasses.field(default_factory=HttpSettings)
     source: str = "<memory>"
     #: The project root whose envs/ and hosts/ the host envs are looked up in.
     root: str = ""
@@ -173,7 +204,7 @@ def config_from_dict(
     raw: Mapping[str, Any], *, source: str = "<memory>", root: str | Path | None = None
 ) -> Config:
     """Build a Config from already-parsed TOML data (tests use this directly)."""
-    _check_keys(raw, {"coordinator", "hosts", "models", "segmenter", "restart"}, source, "")
+    _check_keys(raw, {"coordinator", "hosts", "models", "segmenter", "restart", "http"}, source, "")
     default_restart = _build(RestartPolicy, raw.get("restart", {}), source, "restart")
     hosts: dict[str, HostConfig] = {}
     for name, table in _table(raw.get("hosts", {}), source, "hosts").items():
@@ -188,6 +219,7 @@ def config_from_dict(
         hosts=hosts,
         models=models,
         segmenter=_build(SegmenterSettings, raw.get("segmenter", {}), source, "segmenter"),
+        http=_build(HttpSettings, raw.get("http", {}), source, "http"),
         source=source,
         root=str(root or _project_root()),
     )
@@ -239,6 +271,10 @@ def _build_host(
     if host.replicas < 1 or host.max_inflight < 1 or host.engine_threads < 1:
         raise ConfigError(
             f"{source}: {where}: replicas, max_inflight and engine_threads must be >= 1"
+        )
+    if host.idle_unload_s < 0:
+        raise ConfigError(
+            f"{source}: {where}.idle_unload_s must be >= 0 seconds (0 keeps models loaded)"
         )
     if ":" not in host.engine:
         raise ConfigError(

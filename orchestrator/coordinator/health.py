@@ -44,6 +44,8 @@ def replica_health(rep: Replica, now: float) -> dict[str, Any]:
         "cpu_percent": rep.cpu_percent,
         "engine": rep.ready_info.get("engine"),
         "models": dict(rep.models),
+        "on_demand": dict(rep.ready_info.get("on_demand", {})),
+        "idle_unload_s": rep.host.idle_unload_s,
         "unavailable": dict(rep.ready_info.get("unavailable", {})),
         "versions": versions,
         "timings": rep.ready_info.get("timings", {}),

@@ -241,6 +241,7 @@ class RequestTable:
     def _result_message(req: Request, rep: Replica, header: dict[str, Any]) -> Message:
         timings = {
             "queued_s": req.dispatched_at - req.received + float(header.get("host_queued_s", 0.0)),
+            "load_s": float(header.get("load_s", 0.0)),
             "compute_s": float(header.get("compute_s", 0.0)),
             "total_s": time.monotonic() - req.received,
         }
