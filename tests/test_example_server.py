@@ -13,7 +13,6 @@ import json
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from examples.echopanel_server import create_app
+from http_support import UvicornThread
 from orchestrator.echopanel import Mode, Source, build_frame
 from stream_support import CHUNK_MS, SpeechLike, check_finals, check_partials, speech_like
 from support import FAST_COORDINATOR, FAST_RESTART, SYNTHETIC, assert_gone, wait_for
@@ -57,36 +56,11 @@ def write_config(folder: Path) -> Path:
     return path
 
 
-class Server:
-    """uvicorn serving the example app in a thread, on a socket bound before it starts."""
+class Server(UvicornThread):
+    """The example app under uvicorn in a thread (see http_support)."""
 
     def __init__(self, config_path: Path) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        app = create_app(config_path, model="echo")
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, name="uvicorn"
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not self.server.started:
-            assert self.thread.is_alive(), "the server stopped during start-up (see its log)"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
-        assert not self.thread.is_alive()
+        super().__init__(create_app(config_path, model="echo"))
 
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
         return self.get_from(self.url, path)
