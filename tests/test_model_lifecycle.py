@@ -12,9 +12,9 @@ import asyncio
 import numpy as np
 import psutil
 import pytest
-from support import make_config, replica, running, synthetic_host, wait_for
 
 from orchestrator.errors import BadRequestError, NoHostAvailableError, UnknownModelError
+from support import make_config, replica, running, synthetic_host, wait_for
 
 WEIGHTS_MB = 200
 RATE = 16_000
