@@ -25,14 +25,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from examples.echopanel_server import create_app
 from http_support import UvicornThread
+from orchestrator.audio.wav import write_wav
 from orchestrator.echopanel import Mode, Source, build_frame
 from stream_support import CHUNK_MS, SpeechLike, check_finals, check_partials, speech_like
-from support import FAST_COORDINATOR, FAST_RESTART, SYNTHETIC, assert_gone, wait_for
+from support import (
+    FAST_COORDINATOR,
+    FAST_RESTART,
+    SYNTHETIC,
+    assert_fingerprint,
+    assert_gone,
+    tone_pcm16,
+    wait_for,
+)
 
 END_SILENCE_MS = 400
 SERVER_START_TIMEOUT_S = 60.0
@@ -322,3 +332,16 @@ def _listening_port(lines: queue.SimpleQueue[str]) -> int:
             if found:
                 return int(found.group(1))
     raise AssertionError("the server did not say where it listens")
+
+
+def test_the_http_face_is_mounted_beside_the_websocket(server: Server) -> None:
+    """The example serves the coordinator's OpenAI-compatible API through the same client."""
+    sdk = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in sdk.models.list()] == ["echo"]
+    pcm = tone_pcm16(16_000, seed=4)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "clip.wav"
+        write_wav(path, pcm.astype(np.float32) / 32768.0, 16_000)
+        with path.open("rb") as audio:
+            text = sdk.audio.transcriptions.create(model="echo", file=audio, response_format="text")
+    assert_fingerprint(text, pcm)
