@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import logs
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         args.log_level or logs.DEFAULT_LIBRARY_LEVEL,
         args.log_format or config.coordinator.log_format,
     )
+    if args.http:  # a bad address is refused before any host starts
+        _http_module().parse_address(args.http, config.coordinator.allow_remote)
     stop = StopRequested()
     stop.install()  # before the hosts start: a signal during start-up still stops them cleanly
     # A standalone coordinator always listens publicly: --endpoint, else the config's, else ipc.
@@ -133,15 +135,20 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _http_server(coord: Coordinator, args: argparse.Namespace) -> HttpServer:
-    """The HTTP face, its socket bound now so a busy port fails before anything is printed."""
+def _http_module() -> ModuleType:
+    """``orchestrator.cli.http_server``, or the fix when the http extra is missing."""
     try:
-        from orchestrator.cli.http_server import HttpServer
+        from orchestrator.cli import http_server
     except ImportError as exc:
         raise ConfigError(
             f"--http needs the http extra ({exc}) (fix: pip install 'orchestrator[http]')"
         ) from None
-    return HttpServer.bind(coord, args.http, api_keys_file=args.api_keys_file)
+    return http_server
+
+
+def _http_server(coord: Coordinator, args: argparse.Namespace) -> HttpServer:
+    """The HTTP face, its socket bound now so a busy port fails before anything is printed."""
+    return _http_module().HttpServer.bind(coord, args.http, api_keys_file=args.api_keys_file)
 
 
 def start_and_settle(
