@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, failover, hostenvs, realhosts, routing, scale, utterance
+from bench import coldstart, failover, hostenvs, http_face, realhosts, routing, scale, utterance
 from bench.profiles import FULL, QUICK, Profile
 from bench.report import Figure, format_table, machine_info, skipped, write_json
 
@@ -29,6 +29,7 @@ RESULTS_DIR = Path("bench-results")
 #: Run order: cheap and self-contained first, the real stacks (tens of seconds each) last.
 GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "routing": routing.run,
+    "http": http_face.run,
     "failover": failover.run,
     "coldstart": coldstart.run,
     "scale": scale.run,
@@ -37,7 +38,16 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "realhosts": realhosts.run,
 }
 #: Table order: the issue's order of figures.
-TABLE_ORDER = ("routing", "isolation", "failover", "cold start", "envs", "scale", "streaming")
+TABLE_ORDER = (
+    "routing",
+    "http",
+    "isolation",
+    "failover",
+    "cold start",
+    "envs",
+    "scale",
+    "streaming",
+)
 
 NOTES = (
     "Every baseline is measured in the same run, on the same machine, right beside its figure; "
