@@ -19,6 +19,8 @@ from orchestrator.wire.errors import ConfigError
 
 #: uvicorn's own logs: warnings and errors only; requests are not logged one by one.
 UVICORN_LOG_LEVEL = "warning"
+#: Connections the kernel queues before uvicorn accepts them (uvicorn's own default).
+LISTEN_BACKLOG = 2048
 
 
 def parse_address(value: str, allow_remote: bool) -> tuple[str, int]:
@@ -67,6 +69,9 @@ class HttpServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((host, port))
+            # Listening now: a client that read the printed address before uvicorn's start-up
+            # finished waits in the backlog instead of being refused.
+            sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             sock.close()
             raise ConfigError(
