@@ -19,7 +19,19 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, failover, hostenvs, http_face, realhosts, routing, scale, utterance
+from bench import (
+    coldstart,
+    decoding,
+    failover,
+    hostenvs,
+    http_face,
+    realhosts,
+    resampling,
+    routing,
+    scale,
+    utterance,
+    vad,
+)
 from bench.profiles import FULL, QUICK, Profile
 from bench.report import Figure, format_table, machine_info, skipped, write_json
 
@@ -30,6 +42,9 @@ RESULTS_DIR = Path("bench-results")
 GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "routing": routing.run,
     "http": http_face.run,
+    "vad": vad.run,
+    "resample": resampling.run,
+    "decode": decoding.run,
     "failover": failover.run,
     "coldstart": coldstart.run,
     "scale": scale.run,
@@ -39,15 +54,9 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
 }
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
-    "routing",
-    "http",
-    "isolation",
-    "failover",
-    "cold start",
-    "envs",
-    "scale",
-    "streaming",
-)
+    "routing", "http", "isolation", "failover", "cold start", "envs", "scale", "streaming",
+    "vad", "resample", "decode",
+)  # fmt: skip
 
 NOTES = (
     "Every baseline is measured in the same run, on the same machine, right beside its figure; "

@@ -174,7 +174,9 @@ def _ours(n: int, profile: Profile) -> dict[str, Any]:
             max_streams=HOST_MAX_STREAMS,
             env_vars={PROBE_FILE_ENV: str(probe)},
         )
-        with harness.standalone(harness.raw_config({"syn": host})) as (child, conn):
+        raw = harness.raw_config({"syn": host})
+        raw["segmenter"] = {"vad": "energy"}  # noise bursts, not speech: the energy detector
+        with harness.standalone(raw) as (child, conn):
             host_pid = _host_pid(conn)
             windows = [_Window(child.pid), _Window(host_pid), _Window(psutil.Process().pid)]
             begin, end, counts = asyncio.run(_ours_streams(conn, n, profile, windows))

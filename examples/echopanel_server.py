@@ -11,7 +11,9 @@ The coordinator (and with it every model host) starts and stops with the app. En
   an ``ignored`` event. The server answers with JSON text messages::
 
       {"type": "partial", "source": "microphone", "text": "...", "start": 1.2, "end": 2.0, ...}
-      {"type": "final",   "source": "microphone", "text": "...", "start": 1.2, "end": 2.6, ...}
+      {"type": "final",   "source": "microphone", "text": "...", "start": 1.2, "end": 2.6,
+       "language": "en", "segments": [{"start": 1.2, "end": 2.6, "text": "...",
+       "words": [{"word": "...", "start": 1.25, "end": 1.5, "probability": 0.93}, ...]}], ...}
       {"type": "host_changed", "source": "system_audio", "from": "mlx_host.0", "host": "legacy_host"}
       {"type": "error", "code": "bad_request", "reason": "bad_magic", "message": "..."}
 
@@ -51,6 +53,9 @@ from orchestrator.http import HttpFace
 SAMPLE_RATE_HZ = 16_000
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
 MODEL_ENV = "ECHOPANEL_MODEL"
+#: "1" asks the model for word timing (``segments[].words`` in partial/final events). Off by
+#: default: a model that cannot time words (Qwen3-ASR without its aligner) refuses the stream.
+WORD_TIMESTAMPS_ENV = "ECHOPANEL_WORD_TIMESTAMPS"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "orchestrator.toml"
 DEFAULT_MODEL = "qwen3-asr"
 #: After the client leaves, how long each source's last final may take before we stop waiting.
@@ -62,10 +67,18 @@ REOPEN_AFTER_ERROR_S = 1.0
 FORWARDED = frozenset({"partial", "final", "host_changed", "error", "closed"})
 
 
-def create_app(config_path: str | Path | None = None, model: str | None = None) -> FastAPI:
-    """The app; the config path and model default to $ORCHESTRATOR_CONFIG / $ECHOPANEL_MODEL."""
+def create_app(
+    config_path: str | Path | None = None,
+    model: str | None = None,
+    word_timestamps: bool | None = None,
+) -> FastAPI:
+    """The app; the config path, model and word timing default to $ORCHESTRATOR_CONFIG,
+    $ECHOPANEL_MODEL and $ECHOPANEL_WORD_TIMESTAMPS."""
     config_path = Path(config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    if word_timestamps is None:
+        word_timestamps = os.environ.get(WORD_TIMESTAMPS_ENV) == "1"
+    options = {"word_timestamps": True} if word_timestamps else {}
 
     coordinator = Coordinator.from_config(config_path)
     # The coordinator's OpenAI-compatible HTTP face (/v1/..., /health, /metrics), mounted below
@@ -88,7 +101,7 @@ def create_app(config_path: str | Path | None = None, model: str | None = None) 
     async def panel(websocket: WebSocket) -> None:
         await websocket.accept()
         chosen = websocket.query_params.get("model") or model
-        session = PanelSession(websocket, app.state.client, chosen)
+        session = PanelSession(websocket, app.state.client, chosen, options)
         try:
             while True:
                 message = await websocket.receive()
@@ -110,10 +123,17 @@ def create_app(config_path: str | Path | None = None, model: str | None = None) 
 class PanelSession:
     """One WebSocket connection: a stream per source, and their events sent back as JSON."""
 
-    def __init__(self, websocket: WebSocket, client: AsyncClient, model: str) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        client: AsyncClient,
+        model: str,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.websocket = websocket
         self.client = client
         self.model = model
+        self.options = dict(options or {})
         self.streams: dict[Source, AsyncStream] = {}
         self.readers: set[asyncio.Task[None]] = set()
         self.told_on_device: set[Source] = set()
@@ -180,7 +200,9 @@ class PanelSession:
         )
 
     async def open(self, source: Source) -> AsyncStream:
-        stream = await self.client.stream(model=self.model, sample_rate=SAMPLE_RATE_HZ).open()
+        stream = await self.client.stream(
+            model=self.model, sample_rate=SAMPLE_RATE_HZ, **self.options
+        ).open()
         self.streams[source] = stream
         reader = asyncio.create_task(self.forward(source, stream))
         self.readers.add(reader)
@@ -235,6 +257,9 @@ def panel_event(source: Source, event: StreamEvent) -> dict[str, Any]:
             utterance=event.utterance,
             host=event.host,
             lag=event.lag_s,
+            language=event.language,
+            # Stream seconds; each with its words when the model gives word timing.
+            segments=[segment.to_wire() for segment in event.segments],
         )
         if event.type == "final":
             out.update(
@@ -263,9 +288,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        default=None,
+        help=f"ask the model for word timing (default: ${WORD_TIMESTAMPS_ENV} == 1)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(args.config, args.model), host=args.host, port=args.port)
+    app = create_app(args.config, args.model, args.word_timestamps)
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

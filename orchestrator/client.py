@@ -42,7 +42,7 @@ from orchestrator.wire.errors import (
     error_from_wire,
 )
 from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
-from orchestrator.wire.messages import KNOWN_OPTIONS, EventType, Segment
+from orchestrator.wire.messages import KNOWN_OPTIONS, EventType, Segment, Word, check_bool_options
 from orchestrator.wire.protocol import Codec, Kind, Message
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
@@ -80,10 +80,19 @@ class TranscriptionResult:
     generation_tokens: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def words(self) -> tuple[Word, ...]:
+        """Every segment's words in order (empty unless ``word_timestamps=True`` was asked)."""
+        return tuple(w for s in self.segments for w in s.words)
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
-    """One event of a stream: opened, partial, final, host_changed, lag, error or closed."""
+    """One event of a stream: opened, partial, final, host_changed, lag, error or closed.
+
+    A partial's or final's ``segments`` (and their ``words``, with ``word_timestamps=True``)
+    are timed in stream seconds, like ``start_s``/``end_s``.
+    """
 
     type: str
     text: str = ""
@@ -94,6 +103,12 @@ class StreamEvent:
     lag_s: float | None = None
     error: OrchestratorError | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    language: str | None = None
+    segments: tuple[Segment, ...] = ()
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        return tuple(w for s in self.segments for w in s.words)
 
 
 class _Core:
@@ -237,6 +252,8 @@ class _Core:
             lag_s=h.get("lag_s"),
             error=err,
             raw=h,
+            language=h.get("language"),
+            segments=tuple(Segment.from_wire(s) for s in h.get("segments") or ()),
         )
 
 
@@ -246,6 +263,7 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise BadRequestError(
             f"unknown option(s) {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
         )
+    check_bool_options(options)
 
 
 def _resolve(

@@ -60,6 +60,9 @@ def make_config(
         "coordinator": {**FAST_COORDINATOR, "runtime_dir": runtime, **coordinator},
         "restart": dict(FAST_RESTART),
         "hosts": copy.deepcopy(hosts or {"syn": synthetic_host()}),
+        # The tests' streams are tones and noise bursts, not speech: the energy detector hears
+        # them, the default model VAD rightly does not (tests/test_vad.py streams real speech).
+        "segmenter": {"vad": "energy"},
     }
     if models:
         raw["models"] = models

@@ -236,22 +236,29 @@ def test_upsampled_sine_keeps_its_frequency_and_amplitude(src, dst):
     assert rms(body) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
 
 
-def test_output_length_is_the_ceiling_of_the_ratio():
+def test_output_length_is_the_rounded_ratio():
     for n in (1, 2, 3, 440, 441, 1_000, 4_411):
-        assert resampling.resample(np.ones(n, dtype=np.float32), 44_100, RATE).size == -(
-            -n * RATE // 44_100
+        assert resampling.resample(np.ones(n, dtype=np.float32), 44_100, RATE).size == round(
+            n * RATE / 44_100
         )
 
 
-def test_tone_just_below_the_output_nyquist_is_kept():
-    y = interior(resampling.resample(sine(7_900, 48_000, 1.0), 48_000, RATE))
+def test_tone_at_90_percent_of_the_output_nyquist_is_kept():
+    y = interior(resampling.resample(sine(7_200, 48_000, 1.0), 48_000, RATE))
     assert rms(y) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
 
 
 @pytest.mark.parametrize(("src", "freq_hz"), [(48_000, 10_000), (44_100, 10_000), (48_000, 20_000)])
 def test_tones_above_the_output_nyquist_do_not_alias(src, freq_hz):
     y = interior(resampling.resample(sine(freq_hz, src, 1.0), src, RATE))
-    assert level_db(y, 0.5 / np.sqrt(2)) < -60  # the filter is designed for 80 dB
+    assert level_db(y, 0.5 / np.sqrt(2)) < -60
+
+
+@pytest.mark.parametrize("src", [44_100, 48_000])
+def test_tone_just_above_the_new_nyquist_comes_out_below_minus_60_db(src):
+    """8.4 kHz is 5% past 16 kHz's Nyquist: the band the old filter let through at -7.9 dB."""
+    y = interior(resampling.resample(sine(8_400, src, 1.0), src, RATE))
+    assert level_db(y, 0.5 / np.sqrt(2)) <= -60
 
 
 def test_upsampling_leaves_no_image_of_the_input_band():
@@ -277,6 +284,20 @@ def test_chunked_resampling_equals_resampling_the_whole(src, chunk):
     parts = [resampler.process(x[i : i + chunk]) for i in range(0, x.size, chunk)]
     parts.append(resampler.flush())
     assert np.allclose(np.concatenate(parts), resampling.resample(x, src, RATE), atol=1e-6)
+
+
+def test_streaming_in_20_ms_chunks_equals_one_shot():
+    src = 44_100
+    x = sine(440, src, 3.0) + np.random.default_rng(4).uniform(-0.1, 0.1, 3 * src).astype(
+        np.float32
+    )
+    resampler = resampling.Resampler(src, RATE)
+    step = src // 50
+    parts = [resampler.process(x[i : i + step]) for i in range(0, x.size, step)]
+    parts.append(resampler.flush())
+    streamed = np.concatenate(parts)
+    assert streamed.size == round(x.size * RATE / src)
+    assert np.abs(streamed - resampling.resample(x, src, RATE)).max() <= 1e-6
 
 
 @pytest.mark.parametrize(("src", "dst"), [(0, RATE), (RATE, -1), (16_000.5, RATE)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import queue
 import re
@@ -58,7 +59,13 @@ def write_config(folder: Path) -> Path:
     lines = ["[coordinator]", f'runtime_dir = "{folder}"']
     lines += [f"{key} = {value}" for key, value in FAST_COORDINATOR.items()]
     lines += ["", "[restart]", *(f"{key} = {value}" for key, value in FAST_RESTART.items())]
-    lines += ["", "[segmenter]", f"end_silence_ms = {END_SILENCE_MS}", "partial_interval_ms = 200"]
+    # The bursts are tones, not speech: the energy detector is the one that hears them.
+    segmenter = [
+        f"end_silence_ms = {END_SILENCE_MS}",
+        "partial_interval_ms = 200",
+        'vad = "energy"',
+    ]
+    lines += ["", "[segmenter]", *segmenter]
     lines += ["", "[hosts.syn]", 'python = "current"', f'engine = "{SYNTHETIC}"', "max_streams = 8"]
     lines += ["", "[hosts.syn.models]", 'echo = "synthetic"', ""]
     path = folder / "orchestrator.toml"
@@ -70,7 +77,8 @@ class Server(UvicornThread):
     """The example app under uvicorn in a thread (see http_support)."""
 
     def __init__(self, config_path: Path) -> None:
-        super().__init__(create_app(config_path, model="echo"))
+        # Word timing on: the synthetic engine times its words, so they reach the panel's JSON.
+        super().__init__(create_app(config_path, model="echo", word_timestamps=True))
 
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
         return self.get_from(self.url, path)
@@ -158,6 +166,25 @@ def check_source(events: Sequence[dict[str, Any]], source: str, sent: SpeechLike
     finals = [e for e in mine if e["type"] == "final"]
     check_finals(finals, sent, end_silence_s=END_SILENCE_MS / 1000)
     return check_partials(mine, sent)
+
+
+def test_finals_carry_language_segments_and_word_timing_in_stream_time(server: Server) -> None:
+    sent = speech_like(bursts=2, burst_s=0.8, silence_s=0.7, seed=31)
+    ticks = [[frame] for frame in frames_of(sent, Source.MICROPHONE)]
+    events = asyncio.run(session(server.url, ticks, {"microphone"}, pace=4.0))
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 2
+    for final in finals:
+        assert final["language"] == "en"
+        (segment,) = final["segments"]
+        assert segment["text"] == final["text"]
+        words = segment["words"]
+        assert " ".join(w["word"] for w in words) == final["text"]
+        # Stream seconds: the final's audio starts at audio_offset, its last word ends with it.
+        first_s = final["audio_offset"] / 16_000
+        assert words[0]["start"] == pytest.approx(first_s, abs=1e-3)
+        assert words[-1]["end"] == pytest.approx(first_s + final["n_samples"] / 16_000, abs=1e-3)
+        assert all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(words))
 
 
 def test_two_sources_at_real_time_pace_get_partials_and_one_final_per_burst(server: Server) -> None:

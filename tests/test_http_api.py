@@ -9,6 +9,7 @@ error cases it would hide (413 before the body is read, chunked uploads, headers
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import socket
 import tempfile
@@ -21,6 +22,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+import soundfile
 
 from http_support import UvicornThread
 from orchestrator.audio.wav import write_wav
@@ -119,6 +121,27 @@ def test_json_text_and_verbose_json_carry_the_whole_upload(sdk: openai.OpenAI) -
     assert (segment.start, segment.end) == (0.0, pytest.approx(2.0))
     assert segment.temperature == 0.2
     assert verbose.words is None  # not asked for
+
+
+def test_words_come_with_word_granularity_in_verbose_json(sdk: openai.OpenAI) -> None:
+    verbose = sdk.audio.transcriptions.create(
+        model="echo", file=("clip.wav", wav_bytes(CLIP), "audio/wav"),
+        response_format="verbose_json", timestamp_granularities=["word", "segment"],
+    )  # fmt: skip
+    assert verbose.words is not None
+    # The synthetic engine times each word of its text, evenly over the clip.
+    assert [w.word for w in verbose.words] == verbose.text.split()
+    assert verbose.words[0].start == 0.0 and verbose.words[-1].end == pytest.approx(2.0)
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(verbose.words, verbose.words[1:]))
+
+
+def test_flac_upload_is_decoded_by_the_audio_front_end(sdk: openai.OpenAI) -> None:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, CLIP, RATE, format="FLAC", subtype="PCM_16")
+    out = sdk.audio.transcriptions.create(
+        model="echo", file=("clip.flac", buffer.getvalue(), "audio/flac")
+    )
+    assert_fingerprint(out.text, CLIP)  # lossless: every sample arrives as sent
 
 
 def test_srt_and_vtt_subtitles(sdk: openai.OpenAI) -> None:
@@ -237,6 +260,14 @@ def test_unknown_model_is_404_in_openai_shape(sdk: openai.OpenAI, url: str) -> N
         ({"model": "echo", "stream": "maybe"}, "stream"),
         ({"model": "echo", "stream": "true", "response_format": "srt"}, "stream"),
         ({"model": "echo", "timestamp_granularities[]": "word"}, "timestamp_granularities[]"),
+        (
+            {
+                "model": "echo",
+                "timestamp_granularities[]": "char",
+                "response_format": "verbose_json",
+            },
+            "timestamp_granularities[]",
+        ),
         ({"model": "echo", "include[]": "logprobs"}, "include[]"),
         ({"model": "echo", "voice": "alloy"}, "voice"),
         ({}, "model"),

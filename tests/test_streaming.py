@@ -46,7 +46,8 @@ from support import (
 )
 
 #: Partials every 200 ms so even short bursts get several.
-SEGMENTER = SegmenterSettings(partial_interval_ms=200)
+#: The bursts are tones, not speech: the energy detector is the one that hears them.
+SEGMENTER = SegmenterSettings(partial_interval_ms=200, vad="energy")
 END_SILENCE_S = SEGMENTER.end_silence_ms / 1000
 CHUNK_S = CHUNK_MS / 1000
 SAMPLES_PER_CHUNK = 16000 * CHUNK_MS // 1000

@@ -1,2 +1,3 @@
-"""Audio helpers used on both sides of the wire: PCM conversion (:mod:`.pcm`), resampling
-(:mod:`.resample`) and WAV files (:mod:`.wav`). Standard library + numpy only (host side too)."""
+"""Audio helpers: PCM conversion (:mod:`.pcm`) and WAV files (:mod:`.wav`), standard library +
+numpy, and resampling through soxr (:mod:`.resample`), used on both sides of the wire; decoding of
+every common file format (:mod:`.decode`, soundfile and PyAV), on the client side only."""

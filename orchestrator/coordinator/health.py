@@ -43,6 +43,9 @@ def replica_health(rep: Replica, now: float) -> dict[str, Any]:
         "rss_mb": rep.rss_mb,
         "cpu_percent": rep.cpu_percent,
         "engine": rep.ready_info.get("engine"),
+        # The streaming segmenter's voice-activity detector, and why not the configured one.
+        "vad": rep.ready_info.get("vad"),
+        "vad_fallback": rep.ready_info.get("vad_fallback"),
         "models": dict(rep.models),
         "on_demand": dict(rep.ready_info.get("on_demand", {})),
         "idle_unload_s": rep.host.idle_unload_s,

@@ -39,9 +39,12 @@ import numpy as np
 from orchestrator.wire.contract import ENGINE_SAMPLE_RATE as ENGINE_SAMPLE_RATE
 from orchestrator.wire.contract import ModelSpec
 from orchestrator.wire.errors import BadRequestError, ModelUnavailableError, UnknownModelError
+from orchestrator.wire.messages import BOOL_OPTIONS as BOOL_OPTIONS
 from orchestrator.wire.messages import KNOWN_OPTIONS as KNOWN_OPTIONS
 from orchestrator.wire.messages import EngineResult as EngineResult
 from orchestrator.wire.messages import Segment as Segment
+from orchestrator.wire.messages import Word as Word
+from orchestrator.wire.messages import check_bool_options
 
 
 class Engine(abc.ABC):
@@ -128,6 +131,7 @@ class Engine(abc.ABC):
                 f"supported: {sorted(self.supported_options)}",
                 options=sorted(unknown),
             )
+        check_bool_options(options)
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str]:

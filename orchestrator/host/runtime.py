@@ -41,6 +41,7 @@ from orchestrator.call_queue import CallQueue
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, load_engine_class
 from orchestrator.host.models import ModelTable
 from orchestrator.host.streams import HostStreams
+from orchestrator.host.vad import VadFactory
 from orchestrator.wire.contract import (
     EXIT_ENGINE_FAILED,
     EXIT_OK,
@@ -116,6 +117,7 @@ class HostRuntime:
         self.last_heard = time.monotonic()
         self.parent_gone = threading.Event()
         self.streams: HostStreams | None = None  # created once the engine is loaded
+        self.vad: VadFactory | None = None  # loaded with the engine (the Silero model, if any)
 
     # ----------------------------------------------------------------- plumbing
     def send(self, msg: Message) -> None:
@@ -228,6 +230,9 @@ class HostRuntime:
             cls = load_engine_class(self.boot.engine)
             engine = cls(self.boot.engine_options)
             self.load_timings["import_s"] = time.monotonic() - t0
+            t_vad = time.monotonic()
+            self.vad = VadFactory(self.boot.segmenter)
+            self.load_timings["vad_load_s"] = time.monotonic() - t_vad
             self.models.load_eager(engine)
             self.engine = engine
             return self.load_timings
@@ -239,7 +244,7 @@ class HostRuntime:
                 self.exit_code = EXIT_ENGINE_FAILED
                 self.stop()
                 return
-            self.streams = HostStreams(self, self.engine, self.boot.segmenter)
+            self.streams = HostStreams(self, self.engine, self.boot.segmenter, self.vad)
             if self.state is RuntimeState.LOADING:  # not if told to drain or stop meanwhile
                 self.state = RuntimeState.READY
             self.send(self.ready_message())
@@ -268,6 +273,7 @@ class HostRuntime:
                 "unavailable": dict(self.models.unavailable),
                 "idle_unload_s": self.boot.idle_unload_s,
                 "capabilities": self.engine.capabilities(),
+                **(self.vad.report() if self.vad is not None else {}),
                 "versions": versions,
                 "timings": {**self.load_timings, **self.models.timings},
             },

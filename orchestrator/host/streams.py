@@ -1,8 +1,8 @@
 """Host side of streaming: turns any engine into a streaming one.
 
 Neither stack streams Qwen3-ASR incrementally, so per stream the host buffers audio, finds
-utterance ends with the segmenter (energy VAD by default), re-decodes the open utterance at a
-cadence for partials and decodes each finished utterance for its final. One decode runs per
+utterance ends with the segmenter (Silero VAD by default, see ``vad``), re-decodes the open
+utterance at a cadence for partials and decodes each finished utterance for its final. One decode runs per
 stream at a time; finals queue in order and are never skipped; a partial that went stale while
 another decode ran is replaced by the newer one (counted). When decoding falls behind real time
 by more than ``lag_skip_s``, partials are skipped entirely until it catches up: never audio.
@@ -28,6 +28,7 @@ from orchestrator.audio.pcm import check_sample_rate, decode_payload
 from orchestrator.audio.resample import Resampler
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine
 from orchestrator.host.segmenter import Action, DecodeFinal, StreamSegmenter
+from orchestrator.host.vad import VadFactory
 from orchestrator.wire.contract import SegmenterSettings
 from orchestrator.wire.errors import (
     OrchestratorError,
@@ -121,10 +122,17 @@ class StreamHost(Protocol):
 class HostStreams:
     """All streams of one host; the runtime's main thread drives it."""
 
-    def __init__(self, host: StreamHost, engine: Engine, settings: SegmenterSettings) -> None:
+    def __init__(
+        self,
+        host: StreamHost,
+        engine: Engine,
+        settings: SegmenterSettings,
+        vad: VadFactory | None = None,
+    ) -> None:
         self.host = host
         self.engine = engine
         self.settings = settings
+        self.vad = vad or VadFactory(settings)
         self.streams: dict[str, HostStream] = {}
 
     def stats(self) -> dict[str, Any]:
@@ -177,7 +185,7 @@ class HostStreams:
             fmt=fmt,
             start_sample=int(header.get("start_sample", 0)),
             first_utterance=int(header.get("first_utterance", 0)),
-            segmenter=StreamSegmenter(self.settings),
+            segmenter=StreamSegmenter(self.settings, self.vad.detector()),
             resampler=None if rate == ENGINE_SAMPLE_RATE else Resampler(rate, ENGINE_SAMPLE_RATE),
         )
 
@@ -272,6 +280,11 @@ class HostStreams:
             "start_s": round(stream.offset_s + action.start_s, 4),
             "end_s": round(stream.offset_s + action.end_s, 4),
             "language": result.language,
+            # Engines time segments and words from the clip's start; events speak stream time.
+            "segments": [
+                s.shifted(stream.offset_s + action.audio_offset / ENGINE_SAMPLE_RATE).to_wire()
+                for s in result.segments
+            ],
             "compute_s": round(compute_s, 4),
             "partials_skipped": stream.partials_skipped(),
             # How stale this result is: audio that arrived after the audio it covers.
@@ -286,7 +299,6 @@ class HostStreams:
                 audio_offset=first,
                 n_samples=end - first,
                 end_sample=end,
-                segments=[s.to_wire() for s in result.segments],
             )
         else:
             event["type"] = EventType.PARTIAL
@@ -321,3 +333,4 @@ class HostStreams:
                 },
             )
             self.streams.pop(stream.sid, None)
+            self.vad.release(stream.segmenter.detector)

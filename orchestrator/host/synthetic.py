@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.host.engine import Engine, EngineResult, ModelSpec, Segment, require_model
+from orchestrator.host.engine import Engine, EngineResult, ModelSpec, Segment, Word, require_model
 from orchestrator.wire.errors import ModelUnavailableError
 
 CRASH_EXIT_CODE = 70
@@ -57,7 +57,9 @@ class SyntheticEngine(Engine):
     """An engine whose 'transcript' is a fingerprint of its input audio."""
 
     name = "synthetic"
-    supported_options = frozenset({"language", "context", "max_tokens", "temperature"})
+    supported_options = frozenset(
+        {"language", "context", "max_tokens", "temperature", "word_timestamps"}
+    )
     reported_packages = ("numpy", "pyzmq")
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
@@ -112,9 +114,10 @@ class SyntheticEngine(Engine):
         fp = fingerprint(pcm16)
         text = format_fingerprint(fp)
         duration = audio.size / 16_000
+        words = _even_words(text, duration) if options.get("word_timestamps") else ()
         return EngineResult(
             text=text,
-            segments=(Segment(0.0, duration, text),),
+            segments=(Segment(0.0, duration, text, words),),
             language=str(options.get("language") or "en"),
             prompt_tokens=0,
             generation_tokens=len(text.split()),
@@ -127,6 +130,16 @@ def _touched_block(megabytes: float) -> bytearray:
     block = bytearray(int(megabytes * 1024 * 1024))
     block[::4096] = b"x" * len(block[::4096])
     return block
+
+
+def _even_words(text: str, duration_s: float) -> tuple[Word, ...]:
+    """The text's words spread evenly over the audio: word timing's plumbing, end to end."""
+    tokens = text.split()
+    step = duration_s / max(len(tokens), 1)
+    return tuple(
+        Word(token, round(i * step, 4), round((i + 1) * step, 4), 1.0)
+        for i, token in enumerate(tokens)
+    )
 
 
 def _parse_faults(context: str) -> dict[str, Any]:

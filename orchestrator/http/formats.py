@@ -63,7 +63,7 @@ def verbose_json(transcript: Transcript, temperature: float, words: bool) -> dic
         body["words"] = [
             {"word": w.word, "start": w.start, "end": w.end}
             for seg in transcript.segments
-            for w in getattr(seg, "words", ())
+            for w in seg.words
         ]
     return body
 

@@ -107,6 +107,8 @@ def parse_params(form: FormData) -> tuple[TranscriptionParams, UploadFile]:
             "chunking_strategy",
         )
     options: dict[str, Any] = {}
+    if "word" in granularities:
+        options["word_timestamps"] = True  # an engine without word timing answers 400
     language = _text(form, "language")
     if language:
         options["language"] = language

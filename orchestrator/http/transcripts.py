@@ -81,7 +81,11 @@ async def transcribe_upload(
     host = ""
     async for final in stream_finals(client, upload, model=model, options=options, limits=limits):
         host = final.host or host
-        segments.append(Segment(final.start_s or 0.0, final.end_s or 0.0, final.text.strip()))
+        # A final's segments are in stream time already (words too, when asked for).
+        segments.extend(
+            final.segments
+            or (Segment(final.start_s or 0.0, final.end_s or 0.0, final.text.strip()),)
+        )
     text = " ".join(s.text for s in segments if s.text)
     language = options.get("language")
     return Transcript(text, tuple(segments), language, upload.duration_s, model, host)

@@ -37,23 +37,91 @@ def parse_options(value: object) -> dict[str, Any]:
 
 
 #: Options a request may carry. Engines declare the subset they honour; others are refused.
-KNOWN_OPTIONS = frozenset({"language", "context", "max_tokens", "temperature"})
+#: ``word_timestamps`` (bool): fill ``Segment.words`` (see :class:`Word` for the contract).
+KNOWN_OPTIONS = frozenset({"language", "context", "max_tokens", "temperature", "word_timestamps"})
+#: Options whose value must be a bool (a JSON true/false), checked before any engine sees them.
+BOOL_OPTIONS = frozenset({"word_timestamps"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Word:
+    """One word of a segment and when it was spoken.
+
+    The contract every engine that honours ``word_timestamps`` follows:
+
+    * ``word`` is the word as it appears in the segment's text, without surrounding spaces
+      (punctuation attached as the model wrote it, e.g. ``"expected."``); joining a segment's
+      words with spaces gives its text up to whitespace;
+    * ``start``/``end`` are seconds from the start of the audio the engine received (like
+      ``Segment``), ``0 <= start <= end``, non-decreasing from word to word, and within the
+      segment's own span;
+    * ``probability`` is the model's confidence in [0, 1] (Whisper: the mean token probability of
+      the word), or None when the stack gives none (an aligner);
+    * words are filled only when the request set ``word_timestamps=True``; otherwise ``()``.
+    """
+
+    word: str
+    start: float
+    end: float
+    probability: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "word": self.word,
+            "start": self.start,
+            "end": self.end,
+            "probability": self.probability,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Word:
+        p = data.get("probability")
+        return cls(
+            str(data["word"]),
+            float(data["start"]),
+            float(data["end"]),
+            None if p is None else float(p),
+        )
+
+    def shifted(self, offset_s: float) -> Word:
+        return dataclasses.replace(
+            self, start=round(self.start + offset_s, 4), end=round(self.end + offset_s, 4)
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Segment:
-    """A span of the transcript, times in seconds from the start of the audio sent."""
+    """A span of the transcript, times in seconds from the start of the audio sent; ``words``
+    when the request asked for ``word_timestamps`` and the engine gives them."""
 
     start: float
     end: float
     text: str
+    words: tuple[Word, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, "text": self.text}
+        wire: dict[str, Any] = {"start": self.start, "end": self.end, "text": self.text}
+        if self.words:
+            wire["words"] = [w.to_wire() for w in self.words]
+        return wire
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Segment:
-        return cls(float(data["start"]), float(data["end"]), str(data["text"]))
+        return cls(
+            float(data["start"]),
+            float(data["end"]),
+            str(data["text"]),
+            tuple(Word.from_wire(w) for w in data.get("words") or ()),
+        )
+
+    def shifted(self, offset_s: float) -> Segment:
+        """The same segment in a timeline that starts ``offset_s`` earlier (stream time)."""
+        return Segment(
+            round(self.start + offset_s, 4),
+            round(self.end + offset_s, 4),
+            self.text,
+            tuple(w.shifted(offset_s) for w in self.words),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,3 +155,12 @@ class EngineResult:
             generation_tokens=data.get("generation_tokens"),
             extra=dict(data.get("extra") or {}),
         )
+
+
+def check_bool_options(options: Mapping[str, Any]) -> None:
+    """Refuse a non-bool value of a bool option (``"false"`` would read as true)."""
+    for name in BOOL_OPTIONS & set(options):
+        if not isinstance(options[name], bool):
+            raise BadRequestError(
+                f"option {name} must be true or false, got {options[name]!r}", option=name
+            )
