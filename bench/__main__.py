@@ -25,6 +25,7 @@ from bench import (
     failover,
     hostenvs,
     http_face,
+    longform,
     realhosts,
     resampling,
     routing,
@@ -51,10 +52,11 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "streaming": utterance.run,
     "envs": hostenvs.run,
     "realhosts": realhosts.run,
+    "longform": longform.run,
 }
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
-    "routing", "http", "isolation", "failover", "cold start", "envs", "scale", "streaming",
+    "routing", "http", "isolation", "failover", "cold start", "envs", "scale", "streaming", "longform",
     "vad", "resample", "decode",
 )  # fmt: skip
 

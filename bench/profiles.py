@@ -34,6 +34,8 @@ class Profile:
     host_env_variants: bool
     #: Rebuild one env from its lock with a warm uv cache (minutes; the no-op is always measured).
     env_rebuild: bool
+    #: Length of the long-form group's recording.
+    longform_audio_s: float
 
 
 QUICK = Profile(
@@ -53,6 +55,7 @@ QUICK = Profile(
     real_hosts_together=False,
     host_env_variants=False,
     env_rebuild=False,
+    longform_audio_s=600.0,
 )
 
 FULL = Profile(
@@ -72,4 +75,5 @@ FULL = Profile(
     real_hosts_together=True,
     host_env_variants=True,
     env_rebuild=True,
+    longform_audio_s=3600.0,
 )

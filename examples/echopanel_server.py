@@ -45,8 +45,9 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from orchestrator.client import AsyncClient, AsyncStream, StreamEvent
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.config import load_config
 from orchestrator.echopanel import FrameError, Source, parse_frame
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.http import HttpFace
 
 #: EchoPanel captures and sends 16 kHz audio; its frames do not say so themselves.
@@ -74,13 +75,14 @@ def create_app(
 ) -> FastAPI:
     """The app; the config path, model and word timing default to $ORCHESTRATOR_CONFIG,
     $ECHOPANEL_MODEL and $ECHOPANEL_WORD_TIMESTAMPS."""
-    config_path = Path(config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    # Read now, not in the lifespan: a missing or bad config is refused before uvicorn starts.
+    config = load_config(Path(config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG))
     model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     if word_timestamps is None:
         word_timestamps = os.environ.get(WORD_TIMESTAMPS_ENV) == "1"
     options = {"word_timestamps": True} if word_timestamps else {}
 
-    coordinator = Coordinator.from_config(config_path)
+    coordinator = Coordinator(config)
     # The coordinator's OpenAI-compatible HTTP face (/v1/..., /health, /metrics), mounted below
     # the WebSocket route and served through the same client.
     face = HttpFace.for_coordinator(coordinator)
@@ -296,7 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(args.config, args.model, args.word_timestamps)
+    try:
+        app = create_app(args.config, args.model, args.word_timestamps)
+    except ConfigError as exc:  # the user's mistake: one line, no traceback
+        parser.exit(1, f"{parser.prog}: {exc}\n")
     uvicorn.run(app, host=args.host, port=args.port)
 
 

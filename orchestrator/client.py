@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import time
 from collections import deque
@@ -31,6 +32,9 @@ import zmq.asyncio
 
 from orchestrator.audio import pcm as audio_mod
 from orchestrator.coordinator.runtime_dir import read_connection_file
+from orchestrator.longform import runner as longform
+from orchestrator.longform.merge import Transcript
+from orchestrator.longform.source import AudioSource
 from orchestrator.wire.contract import DEFAULT_MAX_MESSAGE_BYTES
 from orchestrator.wire.errors import (
     BadAudioError,
@@ -116,6 +120,7 @@ class _Core:
 
     def __init__(self, key: bytes, max_message_bytes: int, timeout_s: float) -> None:
         self.codec = Codec(key, max_message_bytes=max_message_bytes)
+        self.codec_key = key
         self.max_message_bytes = max_message_bytes
         self.timeout_s = timeout_s
         self._prefix = os.urandom(4).hex()
@@ -146,7 +151,7 @@ class _Core:
     ) -> tuple[str, Message, float]:
         payload, fmt = audio_mod.encode_audio(audio, sample_rate)
         _check_options(options)
-        timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
+        timeout = check_timeout(timeout_s if timeout_s is not None else self.timeout_s)
         rid = self.new_id()
         header = {
             "id": rid,
@@ -257,6 +262,20 @@ class _Core:
         )
 
 
+def check_timeout(timeout_s: object) -> float:
+    """A request timeout must be a positive, finite number of seconds (0 is not "the default")."""
+    try:
+        value = float(timeout_s)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise BadRequestError(
+            f"timeout must be a positive, finite number of seconds, got {timeout_s!r} "
+            "(fix: e.g. timeout=30)"
+        )
+    return value
+
+
 def _check_options(options: Mapping[str, Any]) -> None:
     unknown = set(options) - KNOWN_OPTIONS
     if unknown:
@@ -296,6 +315,7 @@ class _ClientBase:
         endpoint, key, max_message_bytes = _resolve(
             endpoint, key, connection_file, max_message_bytes
         )
+        self.endpoint = endpoint
         self._core = _Core(key, max_message_bytes, timeout_s)
         self._own_ctx = context is None
         self._ctx: Any = self._context(context)
@@ -384,6 +404,27 @@ class AsyncClient(_ClientBase):
             audio, sample_rate, model, timeout, options, host
         )
         return self._core.result(await self._request(rid, msg, timeout_s))
+
+    async def transcribe_file(
+        self,
+        source: AudioSource,
+        *,
+        model: str,
+        timeout: float | None = None,
+        host: str | None = None,
+        **kwargs: Any,
+    ) -> Transcript:
+        """Transcribe a recording of any length (a path or a binary file object).
+
+        Read streamed, converted once to 16 kHz PCM16, cut at pauses into pieces no longer than
+        the engine's window (``plan=PiecePlan(max_piece_s=...)``), spread over every serving
+        replica of the model and merged in order with file timestamps. Also takes
+        ``on_progress``, ``parallel``, ``pause_finder``, ``max_duration_s``, ``skip_silence``
+        and the engine options; see :func:`orchestrator.longform.runner.transcribe_file`.
+        """
+        return await longform.transcribe_file(
+            self, source, model=model, timeout=timeout, host=host, **kwargs
+        )
 
     async def health(self, timeout: float = 5.0) -> dict[str, Any]:
         rid = self._core.new_id()
@@ -548,6 +589,40 @@ class Client(_ClientBase):
         )
         self._send(msg)
         return self._core.result(self._wait(rid, timeout_s + REPLY_GRACE_S))
+
+    def transcribe_file(
+        self,
+        source: AudioSource,
+        *,
+        model: str,
+        timeout: float | None = None,
+        host: str | None = None,
+        **kwargs: Any,
+    ) -> Transcript:
+        """Blocking twin of :meth:`AsyncClient.transcribe_file`.
+
+        Pieces go out in parallel, which one blocking socket cannot wait on, so this runs the
+        asynchronous path on a private event loop with a twin client on the same endpoint and
+        ZeroMQ context (inproc endpoints of an embedded coordinator need that context). Call it
+        from plain threads, not from inside a running event loop.
+        """
+
+        async def run() -> Transcript:
+            twin = AsyncClient(
+                self.endpoint,
+                key=self._core.codec_key,
+                context=self._ctx,
+                timeout_s=self._core.timeout_s,
+                max_message_bytes=self._core.max_message_bytes,
+            )
+            try:
+                return await twin.transcribe_file(
+                    source, model=model, timeout=timeout, host=host, **kwargs
+                )
+            finally:
+                await twin.aclose()
+
+        return asyncio.run(run())
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
         rid = self._core.new_id()

@@ -311,6 +311,7 @@ def test_transcribe_with_config_embeds_a_coordinator_and_sends_to_every_host(
 
 
 def test_transcribe_resamples_a_44k_file_on_a_running_coordinator(tmp_short: Path) -> None:
+    """The client converts the file once to 16 kHz PCM16 (the engine's rate) before sending."""
     config = config_from_dict(
         synthetic_toml(tmp_short / "rt", {"syn": {"models": {"echo": "synthetic"}}})
     )
@@ -318,7 +319,7 @@ def test_transcribe_resamples_a_44k_file_on_a_running_coordinator(tmp_short: Pat
     t = np.arange(44_100) / 44_100
     write_wav(wav, 0.3 * np.sin(2 * np.pi * 440 * t), 44_100)
     audio, rate = read_wav(wav)
-    expected_n = resample(audio, rate, 16_000).size
+    expected = np.frombuffer(float_to_pcm16(resample(audio, rate, 16_000)), dtype="<i2")
     with public_coordinator(config) as coord:
         result = run_cli(
             "transcribe",
@@ -329,11 +330,13 @@ def test_transcribe_resamples_a_44k_file_on_a_running_coordinator(tmp_short: Pat
             str(coord.connection_file),
         )
     assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert "== syn (replica syn.0): echo ==" in out
-    text = out.splitlines()[1]
-    assert parse_fingerprint(text)["n"] == expected_n
-    assert "timings: queued" in out and "REPLICA" in out and "status: READY" in out
+    out = result.stdout.splitlines()
+    assert out[0] == f"file: {wav} (1.00 s, 44100 Hz, 1 channel, wav pcm_s16le)"
+    assert out[2] == "== syn (pieces per replica: syn.0 1): echo =="
+    fp = parse_fingerprint(out[3])
+    assert abs(fp["n"] - expected.size) <= 1  # streamed resampling: the same length
+    assert "1 piece(s) in" in out[4] and "REPLICA" in result.stdout
+    assert "status: READY" in result.stdout
 
 
 def test_transcribe_reports_an_unknown_model_and_a_missing_file_in_one_line(

@@ -69,3 +69,87 @@ def test_the_default_config_routes_qwen3_asr_mlx_first_then_legacy() -> None:
     assert config.hosts["legacy_host"].models["qwen3-asr"] == "Qwen/Qwen3-ASR-0.6B"
     for alias in ("whisper", "parakeet", "voxtral-realtime", "glm-asr", "vibevoice-asr"):
         assert config.resolve_model(alias) is not None
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value", "allowed"),
+    [
+        ("coordinator", "max_queue", "-1", ">= 1"),
+        ("coordinator", "heartbeat_interval_s", "0", "> 0"),
+        ("coordinator", "request_timeout_s", "-5.0", "> 0"),
+        ("coordinator", "request_timeout_s", "nan", "> 0"),
+        ("coordinator", "request_timeout_s", "inf", "<= 86400"),
+        ("coordinator", "metrics_port", "70000", "<= 65535"),
+        ("hosts.syn", "max_inflight", "0", ">= 1"),
+        ("hosts.syn", "memory_limit_mb", "-1", ">= 0"),
+        ("hosts.syn.restart", "backoff_factor", "0.5", ">= 1"),
+        ("restart", "max_restarts", "-2", ">= 0"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_naming_file_key_value_and_range(
+    tmp_path: Path, table: str, key: str, value: str, allowed: str
+) -> None:
+    # GOOD ends inside [hosts.syn]: its keys go right there, other tables get a header.
+    header = "" if table == "hosts.syn" else f"\n[{table}]\n"
+    path = write(tmp_path, GOOD + f"{header}{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {table}.{key} = {value}"), message
+    assert "out of range" in message and allowed in message and "\n" not in message
+
+
+def test_every_numeric_config_field_declares_its_range() -> None:
+    """The range check is generic: a limit added without a range would slip through unchecked."""
+    import dataclasses
+    import typing
+
+    from orchestrator.coordinator import config as config_mod
+
+    for cls in (config_mod.CoordinatorSettings, config_mod.HostConfig, config_mod.RestartPolicy):
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if hints[field.name] in (int, float):
+                assert config_mod.RANGE in field.metadata, f"{cls.__name__}.{field.name}"
+
+
+def test_type_mistakes_name_the_type_in_plain_words(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + '\n[coordinator]\nmax_queue = "many"\n')
+    with pytest.raises(ConfigError, match="fix: write an integer"):
+        load_config(path)
+
+
+def test_a_host_python_that_does_not_exist_is_refused_at_load(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('"current"', f'"{tmp_path}/no/python"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: hosts.syn.python = ") and "does not exist" in message
+    assert "fix" in message and "\n" not in message
+
+
+def test_a_non_string_env_vars_value_is_refused_at_load(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "env_vars = { OMP_NUM_THREADS = 2 }\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: hosts.syn.env_vars.OMP_NUM_THREADS must be a string")
+    assert 'OMP_NUM_THREADS = "2"' in message
+
+
+def test_the_cli_refuses_a_missing_python_in_one_line(tmp_path: Path) -> None:
+    """Was: a broker traceback, a 10 s wait and `orchestrator transcribe: ` with no message."""
+    import numpy as np
+
+    from cli_support import run_cli
+    from orchestrator.audio.wav import write_wav
+
+    path = write(tmp_path, GOOD.replace('"current"', '"/no/such/python3"'))
+    wav = tmp_path / "tone.wav"
+    write_wav(wav, 0.1 * np.sin(np.arange(16000) / 10.0), 16000)
+    result = run_cli("transcribe", str(wav), "--config", str(path), "--model", "echo")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("orchestrator transcribe: ") and "hosts.syn.python = " in last
+    assert "'/no/such/python3' does not exist" in last

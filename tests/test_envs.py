@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -287,3 +288,28 @@ def test_moved_checkout_makes_env_stale_and_rebuild_makes_a_fresh_venv(
     assert any(cmd[1] == "venv" for cmd in rebuilt.commands)
     assert Path(str(rebuilt.isolation["prefix"])) == envs.env_dir(TINY_HOST, moved)
     envs.check_env(TINY_HOST, moved)
+
+
+def test_missing_and_stale_envs_name_the_config_file_and_key(tiny_root: Path) -> None:
+    """The coordinator's refusal points at the line to look at, not only at the env folder."""
+    from orchestrator.coordinator import Coordinator
+    from orchestrator.coordinator.config import load_config
+
+    path = tiny_root / "orchestrator.toml"
+    path.write_text(
+        f'[hosts.asr]\nenv = "{TINY_HOST}"\nengine = "x.y:Engine"\nmodels = {{ m = "m" }}\n'
+    )
+    config = load_config(path, root=tiny_root)
+    with pytest.raises(EnvMissingError) as missing:
+        Coordinator(config).start()
+    python = envs.venv_python(envs.env_dir(TINY_HOST, tiny_root))
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)  # an env whose build never finished: no stamp
+    with pytest.raises(EnvStaleError) as stale:
+        Coordinator(config).start()
+
+    for caught in (missing, stale):
+        message = str(caught.value)
+        assert message.startswith(f"{path}: hosts.asr.env: "), message
+        assert message.endswith("(fix: nox -s hosts)") and caught.value.host == TINY_HOST
+    assert "no build stamp" in str(stale.value)

@@ -30,6 +30,7 @@ import openai
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from cli_support import cli_env
 from examples.echopanel_server import create_app
 from http_support import UvicornThread
 from orchestrator.audio.wav import write_wav
@@ -324,6 +325,7 @@ def test_the_command_line_server_serves_then_stops_its_hosts_on_ctrl_c() -> None
             ],
             stderr=subprocess.PIPE,
             text=True,
+            env=cli_env(),  # this checkout's package, whatever else the interpreter has installed
         )
         lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         threading.Thread(

@@ -101,7 +101,7 @@ def test_unload_refused_while_in_use_and_bad_calls_are_typed() -> None:
             assert (await busy).text.startswith("n=8000")
             with pytest.raises(UnknownModelError):
                 await client.unload_model("nope", host="syn")
-            with pytest.raises(BadRequestError, match="unknown host 'other'"):
+            with pytest.raises(BadRequestError, match="no host named 'other'"):
                 await client.load_model("big", host="other")
             await client.control("stop", "syn")
             await asyncio.sleep(0.1)

@@ -1,7 +1,8 @@
 """Audio files of every common kind, decoded on the client, block by block.
 
 Recorded meetings arrive as WAV, FLAC, OGG (Opus, Vorbis), MP3, M4A/AAC and WebM.
-:func:`open_audio` looks at the file's first bytes (not its name) and picks a reader:
+:func:`open_audio` takes a path or a seekable binary file object (an upload, later over HTTP),
+looks at its first bytes (not its name) and picks a reader:
 
 * WAV: ``orchestrator.audio.wav`` (it knows every sample encoding and where the header lies);
 * FLAC and OGG Vorbis/FLAC: soundfile (libsndfile), falling back to PyAV for what it cannot read;
@@ -26,14 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from orchestrator.audio import wav
-from orchestrator.audio.pcm import float_to_pcm16
 from orchestrator.audio.resample import Resampler
 from orchestrator.wire.errors import BadAudioError
 
@@ -52,6 +53,9 @@ SALVAGE_FRAMES = 1024
 OGG_TAIL_BYTES = 70_000
 OGG_END_OF_STREAM = 0x04  # header_type flag of a stream's last page
 
+#: What can be opened: a path, or a binary file object that can seek (read from its start).
+AudioSource = str | os.PathLike[str] | IO[bytes]
+
 
 @dataclasses.dataclass(frozen=True)
 class AudioInfo:
@@ -63,22 +67,33 @@ class AudioInfo:
     codec: str
     container: str
 
+    def describe(self) -> str:
+        """One line for people: "62.35 s, 44100 Hz, 2 channels, wav pcm_s16le"."""
+        channels = "1 channel" if self.channels == 1 else f"{self.channels} channels"
+        return (
+            f"{self.duration_s:.2f} s, {self.sample_rate} Hz, {channels}, "
+            f"{self.container} {self.codec}"
+        )
+
 
 class AudioFile:
     """An open audio file: its :attr:`info`, then its audio through :meth:`blocks`.
 
     ``warnings`` collects what was found wrong with the file: a lying header at open, a decode
-    that ended short after :meth:`blocks` is exhausted. Each is also logged.
+    that ended short after :meth:`blocks` is exhausted. Each is also logged, unless
+    ``log_warnings`` is off (a look at the header that a full read will follow and report).
     """
 
     def __init__(
         self,
-        path: Path,
+        name: str,
         info: AudioInfo,
         frames: Callable[[int], Iterator[np.ndarray]],
         close: Callable[[], None],
+        log_warnings: bool = True,
     ) -> None:
-        self.path = path
+        self.name = name
+        self.log_warnings = log_warnings
         self.info = info
         self.warnings: list[str] = []
         self.decoded_s = 0.0
@@ -94,9 +109,22 @@ class AudioFile:
     def close(self) -> None:
         self._close()
 
+    def also_close(self, close: Callable[[], None]) -> None:
+        """Run ``close`` after the reader's own close (the file the reader was given)."""
+        first = self._close
+
+        def both() -> None:
+            try:
+                first()
+            finally:
+                close()
+
+        self._close = both
+
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        log.warning("%s", message)
+        if self.log_warnings:
+            log.warning("%s", message)
 
     def blocks(
         self, block_frames: int = DEFAULT_BLOCK_FRAMES, sample_rate: int | None = None
@@ -115,7 +143,7 @@ class AudioFile:
         self.decoded_s = decoded / self.info.sample_rate
         if decoded == 0:
             raise BadAudioError(
-                f"{self.path}: no audio could be decoded (the {self.info.container} file declares "
+                f"{self.name}: no audio could be decoded (the {self.info.container} file declares "
                 f"{self.info.duration_s:.2f} s); the file is damaged or cut before its first frame"
             )
         if resampler is not None:
@@ -125,7 +153,7 @@ class AudioFile:
         short = self.info.duration_s - self.decoded_s
         if short > TRUNCATION_TOLERANCE_S + TRUNCATION_TOLERANCE_FRACTION * self.info.duration_s:
             self.warn(
-                f"{self.path}: decoding stopped at {self.decoded_s:.2f} s of the "
+                f"{self.name}: decoding stopped at {self.decoded_s:.2f} s of the "
                 f"{self.info.duration_s:.2f} s the {self.info.container} header declares "
                 f"({short:.2f} s missing: the file is truncated or damaged); the audio is "
                 f"{self.decoded_s:.2f} s long"
@@ -136,57 +164,55 @@ class AudioFile:
         return np.concatenate(list(self.blocks(sample_rate=sample_rate)))
 
 
-@dataclasses.dataclass(frozen=True)
-class Pcm16File:
-    """A whole file decoded to mono PCM16 at one rate, and what was found wrong with it."""
+def open_audio(source: AudioSource, *, log_warnings: bool = True) -> AudioFile:
+    """Open ``source`` with the reader its first bytes call for (see the module docstring).
 
-    pcm16: bytes
-    sample_rate: int
-    info: AudioInfo
-    warnings: tuple[str, ...]
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.pcm16) / 2 / self.sample_rate
-
-
-def read_pcm16(path: str | Path, sample_rate: int) -> Pcm16File:
-    """Decode ``path`` block by block into PCM16 at ``sample_rate`` (a fifth of the float32 at
-    44.1 kHz): what one request carries. Used by ``transcribe`` and the HTTP face."""
-    with open_audio(path) as audio:
-        pcm = bytearray()
-        for block in audio.blocks(sample_rate=sample_rate):
-            pcm += float_to_pcm16(block)
-        return Pcm16File(bytes(pcm), sample_rate, audio.info, tuple(audio.warnings))
-
-
-def open_audio(path: str | Path) -> AudioFile:
-    """Open ``path`` with the reader its first bytes call for (see the module docstring)."""
-    path = Path(path)
+    A path is opened here and closed with the :class:`AudioFile`; a file object stays the
+    caller's to close.
+    """
+    if isinstance(source, str | os.PathLike):
+        name = os.fspath(source)
+        try:
+            f: IO[bytes] = Path(name).open("rb")  # noqa: SIM115 - closed with the AudioFile
+        except OSError as exc:
+            raise BadAudioError(
+                f"{name}: cannot read the file ({exc.strerror or exc}; fix: check the path)"
+            ) from None
+    else:
+        f, name = source, str(getattr(source, "name", "<file object>"))
+        if not f.seekable():
+            raise BadAudioError(
+                f"{name}: the stream cannot seek (fix: save it to a file and pass the path)"
+            )
     try:
-        with path.open("rb") as f:
-            magic = f.read(64)  # an OGG stream names its codec in its first page
-    except OSError as exc:
-        raise BadAudioError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+        audio = _open(f, name, log_warnings)
+    except BaseException:
+        if f is not source:
+            f.close()
+        raise
+    if f is not source:
+        audio.also_close(f.close)
+    return audio
+
+
+def _open(f: IO[bytes], name: str, log_warnings: bool) -> AudioFile:
+    f.seek(0)
+    magic = f.read(64)  # an OGG stream names its codec in its first page
+    f.seek(0)
     if not magic:
-        raise BadAudioError(f"{path}: the file is empty")
+        raise BadAudioError(f"{name}: the file is empty")
     if magic[:4] == b"RIFF" and magic[8:12] == b"WAVE":
-        return _open_wav(path)
+        return _open_wav(f, name, log_warnings)
     if magic[:4] == b"fLaC" or (magic[:4] == b"OggS" and b"OpusHead" not in magic):
         try:
-            return _open_soundfile(path)
+            return _open_soundfile(f, name, log_warnings)
         except BadAudioError:
-            pass  # e.g. an OGG codec libsndfile lacks: FFmpeg may know it
-    return _open_av(path)
+            f.seek(0)  # e.g. an OGG codec libsndfile lacks: FFmpeg may know it
+    return _open_av(f, name, log_warnings)
 
 
-def _open_wav(path: Path) -> AudioFile:
-    f = path.open("rb")
-    try:
-        layout = wav.read_wav_layout(f, path)
-    except BaseException:
-        f.close()
-        raise
+def _open_wav(f: IO[bytes], name: str, log_warnings: bool) -> AudioFile:
+    layout = wav.read_wav_layout(f, name)
     info = AudioInfo(
         duration_s=layout.frames / layout.sample_rate,  # the real length, whatever the header says
         sample_rate=layout.sample_rate,
@@ -194,23 +220,25 @@ def _open_wav(path: Path) -> AudioFile:
         codec=f"pcm_{'f' if layout.tag == 3 else 's' if layout.bits > 8 else 'u'}{layout.bits}le",
         container="wav",
     )
-    audio = AudioFile(path, info, lambda n: wav.iter_wav_blocks(f, layout, n), f.close)
-    problem = layout.header_problem(path)
+    audio = AudioFile(
+        name, info, lambda n: wav.iter_wav_blocks(f, layout, n), lambda: None, log_warnings
+    )
+    problem = layout.header_problem(name)
     if problem:
         audio.warn(problem)
     return audio
 
 
-def _open_soundfile(path: Path) -> AudioFile:
+def _open_soundfile(f: IO[bytes], name: str, log_warnings: bool) -> AudioFile:
     import soundfile  # lazy: client side only, and a WAV never needs it
 
     try:
-        sf = soundfile.SoundFile(str(path))
+        sf = soundfile.SoundFile(f)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise BadAudioError(f"{path}: libsndfile cannot read it ({exc})") from None
+        raise BadAudioError(f"{name}: libsndfile cannot read it ({exc})") from None
     if sf.frames <= 0 or sf.samplerate <= 0:
         sf.close()
-        raise BadAudioError(f"{path}: libsndfile found no audio frames")
+        raise BadAudioError(f"{name}: libsndfile found no audio frames")
     info = AudioInfo(
         duration_s=sf.frames / sf.samplerate,
         sample_rate=int(sf.samplerate),
@@ -228,7 +256,7 @@ def _open_soundfile(path: Path) -> AudioFile:
                 # libsndfile fails a whole read that runs into a cut: go back and creep up to
                 # the cut in small reads, so everything before it is kept.
                 if size <= SALVAGE_FRAMES:
-                    log.debug("libsndfile stopped on %s at frame %d: %s", path, done, exc)
+                    log.debug("libsndfile stopped on %s at frame %d: %s", name, done, exc)
                     return  # the length check in AudioFile.blocks reports what is missing
                 sf.seek(done)
                 size = SALVAGE_FRAMES
@@ -238,46 +266,47 @@ def _open_soundfile(path: Path) -> AudioFile:
             done += len(data)
             yield data.mean(axis=1, dtype=np.float32)
 
-    audio = AudioFile(path, info, frames, sf.close)
+    audio = AudioFile(name, info, frames, sf.close, log_warnings)
     if info.container == "ogg":
-        _check_ogg_end(audio)
+        _check_ogg_end(audio, f)
     return audio
 
 
-def _check_ogg_end(audio: AudioFile) -> None:
+def _check_ogg_end(audio: AudioFile, f: IO[bytes]) -> None:
     """An OGG file declares no total length: its duration is where its last page ends. A cut
     file lacks the end-of-stream page, which is what tells it from a short recording."""
-    with audio.path.open("rb") as f:
-        size = f.seek(0, 2)
-        f.seek(max(0, size - OGG_TAIL_BYTES))
-        tail = f.read()
+    here = f.tell()  # the decoder reads the same file object: put it back where it was
+    size = f.seek(0, 2)
+    f.seek(max(0, size - OGG_TAIL_BYTES))
+    tail = f.read()
+    f.seek(here)
     last = tail.rfind(b"OggS")
     complete = last >= 0 and len(tail) - last >= 27 and tail[last + 5] & OGG_END_OF_STREAM
     if not complete:
         audio.warn(
-            f"{audio.path}: the OGG stream has no end-of-stream page (the file was cut short); "
+            f"{audio.name}: the OGG stream has no end-of-stream page (the file was cut short); "
             f"what remains is {audio.info.duration_s:.2f} s long and is used"
         )
 
 
-def _open_av(path: Path) -> AudioFile:
+def _open_av(f: IO[bytes], name: str, log_warnings: bool) -> AudioFile:
     import av  # lazy: client side only; importing FFmpeg's libraries costs ~0.1 s
 
     try:
-        container = av.open(str(path))
+        container = av.open(f)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise BadAudioError(
-            f"{path}: cannot decode it ({exc}): the file is damaged or cut short, or not one "
+            f"{name}: cannot decode it ({exc}): the file is damaged or cut short, or not one "
             f"of {SUPPORTED}"
         ) from None
     if not container.streams.audio:
         container.close()
-        raise BadAudioError(f"{path}: the {container.format.name} file has no audio stream")
+        raise BadAudioError(f"{name}: the {container.format.name} file has no audio stream")
     stream = container.streams.audio[0]
     ctx = stream.codec_context
     if not stream.sample_rate or not ctx.channels:
         container.close()
-        raise BadAudioError(f"{path}: the audio stream declares no sample rate or channels")
+        raise BadAudioError(f"{name}: the audio stream declares no sample rate or channels")
     info = AudioInfo(
         duration_s=_av_duration(container, stream),
         sample_rate=int(stream.sample_rate),
@@ -299,13 +328,13 @@ def _open_av(path: Path) -> AudioFile:
                     yield np.concatenate(pending)
                     pending, held = [], 0
         except av.error.FFmpegError as exc:
-            log.debug("FFmpeg stopped on %s: %s", path, exc)  # reported by the length check
+            log.debug("FFmpeg stopped on %s: %s", name, exc)  # reported by the length check
         if pending:
             yield np.concatenate(pending)
 
-    audio = AudioFile(path, info, frames, container.close)
+    audio = AudioFile(name, info, frames, container.close, log_warnings)
     if info.container == "ogg":
-        _check_ogg_end(audio)
+        _check_ogg_end(audio, f)
     return audio
 
 

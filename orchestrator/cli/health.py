@@ -19,11 +19,11 @@ from typing import IO, Any
 
 import zmq
 
-from orchestrator.cli import logs
+from orchestrator.cli import arguments, logs
 from orchestrator.client import Client
 from orchestrator.coordinator.health import overall_status
 from orchestrator.coordinator.supervisor import SERVING
-from orchestrator.wire.errors import OrchestratorError
+from orchestrator.wire.errors import ConnectionFileError, OrchestratorError
 
 EXIT_READY, EXIT_DEGRADED, EXIT_DOWN = 0, 1, 2
 EXIT_CODES = {"ready": EXIT_READY, "degraded": EXIT_DEGRADED, "down": EXIT_DOWN}
@@ -167,14 +167,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watch",
         nargs="?",
-        type=float,
+        type=arguments.seconds,
         const=DEFAULT_WATCH_INTERVAL_S,
         default=None,
         metavar="SECONDS",
         help=f"refresh every SECONDS (default {DEFAULT_WATCH_INTERVAL_S:g}) until Ctrl-C",
     )
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for an answer"
+        "--timeout",
+        type=arguments.seconds,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds to wait for an answer",
     )
 
 
@@ -216,8 +219,13 @@ def _show_once(
 ) -> int:
     try:
         health = fetch(connection_file, timeout_s)
+    except ConnectionFileError as exc:  # known at once: no file, not ours, or its pid is gone
+        reason = str(exc)
     except NO_ANSWER_ERRORS as exc:
         reason = f"no answer from the coordinator ({connection_file or 'default connection file'}): {exc}"
+    else:
+        reason = ""
+    if reason:
         if as_json:
             out.write(json.dumps({"status": "down", "error": reason}) + "\n")
         else:

@@ -1,4 +1,4 @@
-"""The command line: ``python -m orchestrator serve | health | transcribe | fetch``.
+"""The command line: ``python -m orchestrator serve | health | transcribe | host | fetch``.
 
 This module only builds the parser and dispatches; each command lives in its own module
 (``serve``, ``health``, ``transcribe``, ``fetch``) with ``add_arguments`` and ``run``. Results go
@@ -13,19 +13,34 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from orchestrator.cli import fetch, health, logs, serve, transcribe
-from orchestrator.wire.errors import ConfigError, EnvError, OrchestratorError
+from orchestrator.cli import fetch, health, host, logs, serve, transcribe
+from orchestrator.wire.errors import (
+    ConfigError,
+    ConnectionFileError,
+    CoordinatorRunningError,
+    EnvError,
+    OrchestratorError,
+)
 
 EXIT_FAILED = 1
 #: The shell's convention for "stopped by Ctrl-C" (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 #: Expected failures, reported in one line; anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (ConfigError, EnvError, OrchestratorError, OSError, ValueError)
+EXPECTED_ERRORS = (
+    ConfigError,
+    ConnectionFileError,
+    CoordinatorRunningError,
+    EnvError,
+    OrchestratorError,
+    OSError,
+    ValueError,
+)
 
 COMMANDS = {
     "serve": (serve, "run a standalone coordinator until SIGINT/SIGTERM"),
     "health": (health, "show every host replica; exit 0 ready, 1 degraded, 2 down"),
     "transcribe": (transcribe, "transcribe a WAV file and print each host's text and timings"),
+    "host": (host, "restart, stop or start one host's replicas on a running coordinator"),
     "fetch": (fetch, "pre-fetch a config's models into the Hugging Face cache, with progress"),
 }
 

@@ -98,20 +98,26 @@ def run(args: argparse.Namespace) -> int:
     coord = Coordinator(
         config, client_endpoint=args.endpoint or config.coordinator.client_endpoint or "ipc"
     )
+    port = (
+        args.metrics_port
+        if args.metrics_port is not None
+        else (config.coordinator.metrics_port or None)
+    )
+    if port is not None:
+        metrics_module().check_port_free(port)  # before any host loads a model
     metrics_server: MetricsServer | None = None
+    #: "coordinator stopped" only after a start: a refused start says why and nothing else.
+    started = False
     try:
-        started = time.monotonic()
+        began = time.monotonic()
         replicas = sum(h.replicas for h in config.hosts.values())
         log.info("starting %d host replica(s) from %s", replicas, config.source)
-        if not start_and_settle(coord, stop.event, write_connection_file=True):
+        settled = start_and_settle(coord, stop.event, write_connection_file=True)
+        started = True
+        if not settled:
             log.info("%s received during start-up: stopping every host", stop.signal_name)
             return EXIT_OK
-        log.info("hosts settled in %.1fs", time.monotonic() - started)
-        port = (
-            args.metrics_port
-            if args.metrics_port is not None
-            else (config.coordinator.metrics_port or None)
-        )
+        log.info("hosts settled in %.1fs", time.monotonic() - began)
         if port is not None:
             metrics_server = start_metrics(coord, port)
         http = _http_server(coord, args) if args.http else None
@@ -131,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         if metrics_server is not None:
             metrics_server.close()
         coord.close()
-        print("coordinator stopped", flush=True)
+        if started:
+            print("coordinator stopped", flush=True)
     return EXIT_OK
 
 
@@ -175,8 +182,8 @@ def start_and_settle(
                 raise
 
 
-def start_metrics(coord: Coordinator, port: int) -> MetricsServer:
-    """The metrics endpoint, with a clear fix when the optional dependency is missing."""
+def metrics_module() -> ModuleType:
+    """The metrics module, with a clear fix when the optional dependency is missing."""
     try:
         from orchestrator.coordinator import metrics
     except ImportError as exc:
@@ -184,7 +191,12 @@ def start_metrics(coord: Coordinator, port: int) -> MetricsServer:
             f"metrics need prometheus-client ({exc}) "
             "(fix: pip install 'orchestrator[metrics]', or drop --metrics-port / metrics_port)"
         ) from None
-    return metrics.start_metrics(coord, port)
+    return metrics
+
+
+def start_metrics(coord: Coordinator, port: int) -> MetricsServer:
+    """The metrics endpoint of a started coordinator."""
+    return metrics_module().start_metrics(coord, port)
 
 
 def _print_listening(

@@ -1,13 +1,21 @@
-"""``python -m orchestrator transcribe FILE``: the main job, from a terminal.
+"""``python -m orchestrator transcribe FILE``: the main job, from a terminal, for any length.
 
+The file (WAV, FLAC, OGG/Opus, MP3, M4A/AAC, WebM: ``orchestrator.audio.decode``) is checked
+from its header first (rate, length): a file no host can take is refused before any host starts.
 With ``--config`` it embeds a coordinator (starts the hosts, transcribes, stops them); otherwise
-it connects to a running one through its connection file. The file (WAV, FLAC, OGG/Opus, MP3,
-M4A/AAC, WebM: ``orchestrator.audio.decode``) is decoded block by block and converted here to
-16 kHz PCM16, what every engine takes, so a long file never sits in memory as float and the
-request is as small as it can be. What is wrong with the file (cut short, a lying header) is
-warned about, and listed under ``warnings`` in ``--json``.
-With ``--all-hosts`` the same audio goes to every host serving the model, pinned to each in turn,
-so their transcripts and timings can be compared side by side. The health table follows.
+it connects to a running one through its connection file. Every file, short or long, takes the
+long-form path (``orchestrator.longform``): decoded block by block, converted once to 16 kHz
+PCM16, cut at pauses, spread over every serving replica and merged with file timestamps. What is
+wrong with the file (cut short, a lying header) is warned about, and listed under ``warnings`` in
+``--json``.
+
+Output: by default a report (the file's facts, each host's transcript and timings, the health
+table); ``--format txt|json|srt|vtt`` prints just the transcript in that format, and ``-o FILE``
+writes it there (format from the suffix unless given). ``--all-hosts`` sends the whole file to
+every host serving the model in turn, for side-by-side comparison. ``--json`` is the report as
+one JSON object (the file's facts under ``audio``, its ``warnings``, each result's language and
+segments, with their words under ``--word-timestamps``). A progress bar shows on a terminal's
+stderr, never when piped.
 """
 
 from __future__ import annotations
@@ -15,24 +23,30 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audio.decode import AudioInfo, read_pcm16
+from orchestrator.audio.decode import AudioInfo, open_audio
+from orchestrator.cli import arguments, logs
 from orchestrator.cli import health as health_cli
-from orchestrator.cli import logs
-from orchestrator.client import Client, TranscriptionResult
-from orchestrator.wire.contract import ENGINE_SAMPLE_RATE
-from orchestrator.wire.errors import OrchestratorError, UnknownModelError
+from orchestrator.cli.progress import ProgressBar
+from orchestrator.client import Client
+from orchestrator.longform import formats
+from orchestrator.longform.merge import Transcript
+from orchestrator.longform.planner import DEFAULT_MAX_PIECE_S, PiecePlan
+from orchestrator.longform.runner import hosts_of
+from orchestrator.longform.source import DEFAULT_MAX_DURATION_S, check_limits
+from orchestrator.wire.errors import OrchestratorError
 
 log = logging.getLogger(logs.CLI_LOGGER)
 
 EXIT_OK, EXIT_FAILED = 0, 1
 DEFAULT_MODEL = "qwen3-asr"
-#: Per request; real models on CPU with a cold cache need far more than the client's default.
+#: Per piece; real models on CPU with a cold cache need far more than the client's default.
 DEFAULT_TRANSCRIBE_TIMEOUT_S = 120.0
 #: Engine option name for each command-line flag (see orchestrator.wire.messages.KNOWN_OPTIONS).
 OPTION_FLAGS = {
@@ -45,7 +59,9 @@ OPTION_FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "file", type=Path, help="an audio file: WAV, FLAC, OGG/Opus, MP3, M4A/AAC or WebM"
+        "file",
+        type=Path,
+        help="a recording of any length: WAV, FLAC, OGG/Opus, MP3, M4A/AAC or WebM",
     )
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"model or alias (default {DEFAULT_MODEL})"
@@ -59,22 +75,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--connection-file", help="connect to a running coordinator (default: yours)"
     )
     parser.add_argument("--language", help="language hint passed to the engine, e.g. English")
-    parser.add_argument("--max-tokens", type=int, help="cap on generated tokens")
+    parser.add_argument("--max-tokens", type=int, help="cap on generated tokens per piece")
     parser.add_argument("--context", help="context / prompt text passed to the engine")
     parser.add_argument(
         "--word-timestamps",
         action="store_true",
         default=None,
-        help="ask the engine for each word's start and end (in --json: segments[].words)",
+        help="ask the engine for each word's start and end (json: segments[].words; "
+        "vtt: inline word times; srt: cues timed by their words)",
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=arguments.seconds,
         default=DEFAULT_TRANSCRIBE_TIMEOUT_S,
-        help=f"seconds per request (default {DEFAULT_TRANSCRIBE_TIMEOUT_S:g})",
+        help=f"seconds per piece (default {DEFAULT_TRANSCRIBE_TIMEOUT_S:g})",
     )
     parser.add_argument(
-        "--json", action="store_true", help="print results and health as one JSON object"
+        "--max-piece",
+        type=arguments.seconds,
+        default=DEFAULT_MAX_PIECE_S,
+        metavar="SECONDS",
+        help=f"longest piece sent at once: the engine's window (default {DEFAULT_MAX_PIECE_S:g})",
+    )
+    parser.add_argument(
+        "--format", choices=formats.FORMATS, help="print only the transcript, in this format"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="write the transcript here (format from its suffix)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the whole report as one JSON object"
     )
 
 
@@ -87,49 +117,17 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def hosts_serving(health: Mapping[str, Any], model: str) -> list[str]:
-    """The hosts configured for ``model`` (a name or alias) in fallback order, from a snapshot."""
-    for name, info in health["models"].items():
-        if model == name or model in (info.get("aliases") or ()):
-            return list(info["hosts"])
-    known = sorted(
-        {n for name, info in health["models"].items() for n in (name, *info.get("aliases", ()))}
-    )
-    raise UnknownModelError(f"unknown model {model!r}; known: {known}", model=model)
-
-
-@dataclass(frozen=True)
-class LoadedFile:
-    """A file decoded to what the request carries, and what was found wrong with it."""
-
-    pcm16: bytes  # mono, ENGINE_SAMPLE_RATE
-    info: AudioInfo
-    warnings: tuple[str, ...]
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.pcm16) / 2 / ENGINE_SAMPLE_RATE
-
-
-def load_file(path: Path) -> LoadedFile:
-    """Decode block by block into 16 kHz PCM16 (a fifth of the float32 at 44.1 kHz)."""
-    decoded = read_pcm16(path, ENGINE_SAMPLE_RATE)
-    info = decoded.info
-    log.info(
-        "%s: %s/%s, %.2f s, %d Hz, %d channel(s)",
-        path,
-        info.container,
-        info.codec,
-        info.duration_s,
-        info.sample_rate,
-        info.channels,
-    )
-    return LoadedFile(decoded.pcm16, info, decoded.warnings)
-
-
 def run(args: argparse.Namespace) -> int:
     logs.setup_logging(args.log_level or logs.DEFAULT_LIBRARY_LEVEL, args.log_format or "text")
-    loaded = load_file(args.file)
+    if (args.format or args.output) and (args.all_hosts or args.json):
+        raise ValueError("--format/-o write one transcript (fix: drop --all-hosts / --json)")
+    plan = _plan(args.max_piece)
+    # The header only: refuse now, before any host starts. Its warnings are logged by the read
+    # that follows, once.
+    with open_audio(args.file, log_warnings=False) as audio:
+        info = audio.info
+    check_limits(info, str(args.file), DEFAULT_MAX_DURATION_S)
+    log.info("%s: %s", args.file, info.describe())
     coord = None
     if args.config:
         from orchestrator.cli.serve import start_and_settle
@@ -148,88 +146,124 @@ def run(args: argparse.Namespace) -> int:
     else:
         client = Client.connect(args.connection_file)
     try:
-        return _transcribe_and_report(client, loaded, args)
+        if args.format or args.output:
+            return _write_transcript(client, plan, args)
+        return _report(client, plan, info, args)
     finally:
         client.close()  # before the coordinator: its context waits for every socket to close
         if coord is not None:
             coord.close()
 
 
-def _transcribe_and_report(client: Client, loaded: LoadedFile, args: argparse.Namespace) -> int:
-    health = client.health()
+def _plan(max_piece_s: float) -> PiecePlan:
+    plan = PiecePlan()
+    if max_piece_s != plan.max_piece_s:
+        plan = PiecePlan(max_piece_s, search_s=min(plan.search_s, max_piece_s / 3))
+    return plan
+
+
+def _transcribe(
+    client: Client, plan: PiecePlan, args: argparse.Namespace, host: str | None
+) -> Transcript:
+    bar = ProgressBar.for_terminal()
+    try:
+        return client.transcribe_file(
+            args.file,
+            model=args.model,
+            host=host,
+            timeout=args.timeout,
+            plan=plan,
+            on_progress=bar,
+            **engine_options(args),
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _write_transcript(client: Client, plan: PiecePlan, args: argparse.Namespace) -> int:
+    transcript = _transcribe(client, plan, args, None)
+    fmt = args.format or formats.format_for_path(args.output)
+    text = formats.render(transcript, fmt)
+    if args.output:
+        args.output.write_text(text)
+        log.info("wrote %s (%s, %d segments)", args.output, fmt, len(transcript.segments))
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _report(client: Client, plan: PiecePlan, info: AudioInfo, args: argparse.Namespace) -> int:
     targets: list[str | None] = (
-        list(hosts_serving(health, args.model)) if args.all_hosts else [None]
+        list(hosts_of(client.health(), args.model)) if args.all_hosts else [None]
     )
-    options = engine_options(args)
-    outcomes = [_transcribe(client, loaded.pcm16, args, options, host) for host in targets]
+    outcomes = []
+    warnings: dict[str, None] = {}  # each run decodes the file again: each warning once
+    for host in targets:  # an error is part of the report: the other hosts still get their turn
+        try:
+            transcript = _transcribe(client, plan, args, host)
+            outcomes.append(outcome_dict(transcript))
+            warnings.update(dict.fromkeys(transcript.warnings))
+        except OrchestratorError as exc:
+            log.debug("transcription on %s failed", host or "any host", exc_info=True)
+            outcomes.append({"host": host, "model": args.model, "error": exc.to_wire()})
     health = client.health()  # after the requests: served counts and the hosts' state now
     if args.json:
         report = {
             "file": str(args.file),
-            "sample_rate": loaded.info.sample_rate,
-            "duration_s": round(loaded.duration_s, 3),
-            "audio": asdict(loaded.info),
-            "warnings": list(loaded.warnings),
+            "sample_rate": info.sample_rate,
+            "channels": info.channels,
+            "duration_s": round(_decoded_s(outcomes, info), 3),
+            "audio": asdict(info),
+            "warnings": list(warnings),
             "results": outcomes,
             "health": {"status": health_cli.overall_status(health), **health},
         }
         print(json.dumps(report, default=str))
     else:
+        print(f"file: {args.file} ({info.describe()})\n")
         for outcome in outcomes:
             print(format_outcome(outcome) + "\n")
         print(health_cli.render(health))
     return EXIT_OK if all("error" not in o for o in outcomes) else EXIT_FAILED
 
 
-def _transcribe(
-    client: Client,
-    pcm16: bytes,
-    args: argparse.Namespace,
-    options: Mapping[str, Any],
-    host: str | None,
-) -> dict[str, Any]:
-    """One request; an error is part of the report (the other hosts still get their turn)."""
-    try:
-        result = client.transcribe(
-            pcm16,
-            sample_rate=ENGINE_SAMPLE_RATE,
-            model=args.model,
-            timeout=args.timeout,
-            host=host,
-            **options,
-        )
-    except OrchestratorError as exc:
-        log.debug("request to %s failed", host or "any host", exc_info=True)
-        return {"host": host, "model": args.model, "error": exc.to_wire()}
-    return result_dict(result)
+def _decoded_s(outcomes: list[dict[str, Any]], info: AudioInfo) -> float:
+    """The audio really transcribed (less than the header says when the file was cut)."""
+    return next((o["duration_s"] for o in outcomes if "duration_s" in o), info.duration_s)
 
 
-def result_dict(result: TranscriptionResult) -> dict[str, Any]:
+def outcome_dict(transcript: Transcript) -> dict[str, Any]:
+    """One host's (or the pool's) transcript and figures, JSON-safe."""
     return {
-        "host": result.host,
-        "replica": result.replica,
-        "model": result.model,
-        "text": result.text,
-        "language": result.language,
-        "segments": [s.to_wire() for s in result.segments],
-        "timings": asdict(result.timings),
-        "attempts": result.attempts,
-        "prompt_tokens": result.prompt_tokens,
-        "generation_tokens": result.generation_tokens,
+        "host": ",".join(sorted(transcript.hosts)),
+        "replicas": dict(transcript.replicas),
+        "model": transcript.model,
+        "text": transcript.text,
+        "language": transcript.language,
+        "segments": transcript.to_dict()["segments"],
+        "duration_s": round(transcript.duration_s, 3),
+        "pieces": transcript.pieces,
+        "wall_s": round(transcript.wall_s, 3),
+        "real_time_factor": round(transcript.real_time_factor, 4),
+        "timings": {k: round(v, 4) for k, v in transcript.timings.items()},
     }
 
 
 def format_outcome(outcome: Mapping[str, Any]) -> str:
-    """A host's transcript and timings, or its error, as a few readable lines."""
+    """A host's transcript and figures, or its error, as a few readable lines."""
     if "error" in outcome:
         error = outcome["error"]
         return f"== {outcome['host'] or 'any host'}: {outcome['model']} ==\nerror [{error['code']}] {error['message']}"
     t = outcome["timings"]
+    replicas = ", ".join(f"{name} {n}" for name, n in sorted(outcome["replicas"].items()))
     return "\n".join(
         [
-            f"== {outcome['host']} (replica {outcome['replica']}): {outcome['model']} ==",
+            f"== {outcome['host']} (pieces per replica: {replicas}): {outcome['model']} ==",
             outcome["text"],
-            f"timings: queued {t['queued_s']:.3f}s, compute {t['compute_s']:.3f}s, total {t['total_s']:.3f}s"
+            f"{outcome['pieces']} piece(s) in {outcome['wall_s']:.2f}s "
+            f"(real-time factor {outcome['real_time_factor']:.3f}); per piece summed: "
+            f"queued {t['queued_s']:.3f}s, compute {t['compute_s']:.3f}s, total {t['total_s']:.3f}s"
             + (f"; language {outcome['language']}" if outcome.get("language") else ""),
         ]
     )

@@ -45,6 +45,10 @@ MAX_MESSAGES_PER_TURN = 1000
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
+#: What an operator may ask of a host's replicas (``python -m orchestrator host ACTION NAME``).
+CONTROL_ACTIONS = ("stop", "start", "restart")
+
+
 def _recv_frames(sock: zmq.Socket[Any]) -> list[zmq.Frame]:
     """``recv_multipart(flags=NOBLOCK, copy=False)``: raises zmq.Again when nothing is waiting.
 
@@ -237,13 +241,15 @@ class Broker:
         host), or load or unload a model on them (answered by the model-op table)."""
         action, host = msg.header.get("action"), msg.header.get("host")
         replicas = self.router.replicas_of(str(host))
-        if action not in {"stop", "start", "restart", *MODEL_ACTIONS}:
+        if action not in (*CONTROL_ACTIONS, *MODEL_ACTIONS):
             raise BadRequestError(
-                f"control action must be stop, start, restart, load or unload, got {action!r}"
+                f"unknown control action {action!r} "
+                f"(fix: one of {', '.join((*CONTROL_ACTIONS, *MODEL_ACTIONS))})"
             )
         if not replicas:
-            hosts = sorted(self.config.hosts)
-            raise BadRequestError(f"unknown host {host!r}; hosts: {hosts}")
+            raise BadRequestError(
+                f"no host named {host!r} (fix: one of {', '.join(sorted(self.config.hosts))})"
+            )
         if action in MODEL_ACTIONS:
             self.model_ops.on_client_control(client, msg.header)
             return
@@ -253,7 +259,7 @@ class Broker:
             elif action == "start":
                 self.supervisor.start(rep)
             else:
-                self.supervisor.recycle(rep, "restart requested")
+                self.supervisor.restart(rep, "restart requested by an operator")
         reply = {"id": msg.header.get("id"), "ok": True}
         self.outbox.to_client(client, Message(Kind.CONTROL_REPLY, reply))
 

@@ -23,6 +23,7 @@ Shape of the file (see ``orchestrator.toml`` at the repo root for a full example
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import tomllib
 import types
@@ -37,23 +38,68 @@ from orchestrator.wire.contract import (
     DEFAULT_ORPHAN_TIMEOUT_S,
     SegmenterSettings,
 )
-from orchestrator.wire.errors import BadRequestError, ConfigError, OrchestratorError
+from orchestrator.wire.errors import ConfigError, OrchestratorError
 
 CURRENT_PYTHON = "current"
+#: Field metadata key of a numeric field's allowed range (see :func:`bounded`).
+RANGE = "range"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric config field accepts; ``None`` leaves that side open.
+
+    Checked generically by ``_check_ranges`` from each field's metadata, so a new limit gets its
+    check by declaring its range where it is declared, not by a hand-written ``if``.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    #: ``low`` itself is refused (``> low`` rather than ``>= low``).
+    low_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        # Written so NaN fails every comparison and is refused.
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def __str__(self) -> str:
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = "" if self.high is None else f"<= {self.high:g}"
+        return " and ".join(part for part in (low, high) if part) or "any number"
+
+
+#: Shorthands for the common ranges.
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+#: A whole day: longer than any honest timeout, short enough to catch a unit mistake (ms for s).
+DAY_S = 86_400.0
+
+
+def bounded(default: Any, allowed: Range) -> Any:
+    """A dataclass field with a default and the range ``load_config`` enforces."""
+    return dataclasses.field(default=default, metadata={RANGE: allowed})
+
+
+def _seconds(default: float, high: float = DAY_S) -> Any:
+    """A positive, finite duration in seconds."""
+    return bounded(default, Range(0, high, low_open=True))
 
 
 @dataclasses.dataclass(frozen=True)
 class RestartPolicy:
     """When and how often a dead or hung host is restarted (jupyter_client's restarter, with backoff)."""
 
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 5.0
-    backoff_factor: float = 2.0
+    backoff_initial_s: float = bounded(0.2, Range(0, DAY_S))  # 0: restart at once
+    backoff_max_s: float = bounded(5.0, Range(0, DAY_S))
+    backoff_factor: float = bounded(2.0, Range(1, 100))
     #: More restarts than this inside ``restart_window_s`` marks the host failed.
-    max_restarts: int = 5
-    restart_window_s: float = 60.0
+    max_restarts: int = bounded(5, NON_NEGATIVE)
+    restart_window_s: float = _seconds(60.0)
     #: A host up this long is stable again: its backoff resets.
-    stable_after_s: float = 10.0
+    stable_after_s: float = _seconds(10.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,21 +116,21 @@ class HostConfig:
     env: str = ""
     #: An interpreter to use instead of an env: a path, or "current" (tests and synthetic hosts).
     python: str = ""
-    replicas: int = 1
+    replicas: int = bounded(1, Range(1, 64))
     engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     model_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     #: Requests sent to one replica at once; more wait in the coordinator's bounded queue.
-    max_inflight: int = 4
-    engine_threads: int = 1
-    max_streams: int = 32
-    ready_timeout_s: float = 120.0
+    max_inflight: int = bounded(4, Range(1, 4096))
+    engine_threads: int = bounded(1, Range(1, 256))
+    max_streams: int = bounded(32, Range(1, 100_000))
+    ready_timeout_s: float = _seconds(120.0)
     #: RSS past this drains then recycles the replica; 0 disables the ceiling.
-    memory_limit_mb: int = 0
+    memory_limit_mb: int = bounded(0, NON_NEGATIVE)
     #: A draining replica is recycled after this long even if streams still use it.
-    drain_timeout_s: float = 30.0
+    drain_timeout_s: float = _seconds(30.0)
     #: An on-demand model nobody used this long is unloaded and its memory returned (the next
     #: request loads it again); 0 keeps loaded models until the host stops.
-    idle_unload_s: float = 0.0
+    idle_unload_s: float = bounded(0.0, Range(0, DAY_S))
     restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
     env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -112,31 +158,31 @@ class CoordinatorSettings:
     #: endpoint must name a loopback address unless ``allow_remote`` is set.
     client_endpoint: str = ""
     allow_remote: bool = False
-    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    heartbeat_interval_s: float = _seconds(DEFAULT_HEARTBEAT_INTERVAL_S, high=60.0)
     #: Missed heartbeat intervals before a host is deemed hung (Paranoid Pirate's liveness).
-    heartbeat_liveness: int = 8
+    heartbeat_liveness: int = bounded(8, Range(1, 1000))
     #: A host waits this long without hearing the coordinator before it exits on its own.
-    host_orphan_timeout_s: float = DEFAULT_ORPHAN_TIMEOUT_S
-    request_timeout_s: float = 30.0
+    host_orphan_timeout_s: float = _seconds(DEFAULT_ORPHAN_TIMEOUT_S)
+    request_timeout_s: float = _seconds(30.0)
     #: A request still running this long past its deadline gets its host recycled.
-    stuck_request_grace_s: float = 5.0
+    stuck_request_grace_s: float = bounded(5.0, Range(0, DAY_S))
     #: Requests waiting for a free replica, across all models; full means "overloaded".
-    max_queue: int = 1024
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    max_audio_s: float = 600.0
-    max_streams: int = 256
+    max_queue: int = bounded(1024, AT_LEAST_ONE)
+    max_message_bytes: int = bounded(DEFAULT_MAX_MESSAGE_BYTES, Range(4096, 2**31 - 1))
+    max_audio_s: float = _seconds(600.0)
+    max_streams: int = bounded(256, Range(1, 100_000))
     #: An operator's model load or unload waits this long for every replica's answer.
-    model_op_timeout_s: float = 300.0
+    model_op_timeout_s: float = _seconds(300.0)
     #: A stream whose host died waits this long for another replica before it fails.
-    stream_failover_timeout_s: float = 30.0
+    stream_failover_timeout_s: float = _seconds(30.0)
     #: A stream with no audio or close for this long is closed (its client is presumed gone).
-    stream_idle_timeout_s: float = 120.0
+    stream_idle_timeout_s: float = _seconds(120.0)
     #: Stop: ask, wait this long, SIGTERM, wait term_grace_s, SIGKILL.
-    stop_grace_s: float = 2.0
-    term_grace_s: float = 2.0
-    tick_interval_s: float = 0.05
+    stop_grace_s: float = bounded(2.0, Range(0, 3600))
+    term_grace_s: float = bounded(2.0, Range(0, 3600))
+    tick_interval_s: float = _seconds(0.05, high=10.0)
     log_format: str = "text"
-    metrics_port: int = 0
+    metrics_port: int = bounded(0, Range(0, 65535))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,23 +191,16 @@ class HttpSettings:
     table."""
 
     #: Uploads over this many bytes are refused with 413 before they are read whole.
-    max_upload_bytes: int = 25 * 1024 * 1024
+    max_upload_bytes: int = bounded(25 * 1024 * 1024, AT_LEAST_ONE)
     #: Uploads received and transcribed at once; one more is refused with 429.
-    max_concurrent_uploads: int = 8
+    max_concurrent_uploads: int = bounded(8, Range(1, 100_000))
     #: The Retry-After (seconds) sent with a 429.
-    retry_after_s: int = 1
+    retry_after_s: int = bounded(1, Range(0, 3600))
     #: A file of API keys, one per line; when set, every /v1 call needs ``Authorization: Bearer
     #: KEY``. Empty: no keys (the face listens on loopback unless told otherwise).
     api_keys_file: str = ""
     #: Audio streamed to the coordinator per message for ``stream=true`` answers.
-    stream_chunk_ms: int = 200
-
-    def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_concurrent_uploads", "stream_chunk_ms"):
-            if getattr(self, name) < 1:
-                raise BadRequestError(f"http {name} must be >= 1, got {getattr(self, name)}")
-        if self.retry_after_s < 0:
-            raise BadRequestError(f"http retry_after_s must be >= 0, got {self.retry_after_s}")
+    stream_chunk_ms: int = bounded(200, Range(10, 10_000))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,19 +307,27 @@ def _build_host(
             f"{source}: {where} needs exactly one of 'env' (a built env under envs/) or 'python' "
             f'(fix: set env = "{name}")'
         )
-    if host.replicas < 1 or host.max_inflight < 1 or host.engine_threads < 1:
-        raise ConfigError(
-            f"{source}: {where}: replicas, max_inflight and engine_threads must be >= 1"
-        )
-    if host.idle_unload_s < 0:
-        raise ConfigError(
-            f"{source}: {where}.idle_unload_s must be >= 0 seconds (0 keeps models loaded)"
-        )
+    if host.python and host.python != CURRENT_PYTHON:
+        _check_interpreter(Path(host.python), source, f"{where}.python")
     if ":" not in host.engine:
         raise ConfigError(
             f"{source}: {where}.engine must be 'package.module:Class', got {host.engine!r}"
         )
     return host
+
+
+def _check_interpreter(python: Path, source: str, where: str) -> None:
+    """A configured interpreter must exist and be executable, or no host could ever start."""
+    if not python.is_file():
+        problem = "does not exist"
+    elif not os.access(python, os.X_OK):
+        problem = "is not executable"
+    else:
+        return
+    raise ConfigError(
+        f"{source}: {where} = {str(python)!r} {problem} "
+        f'(fix: name a Python interpreter, write "{CURRENT_PYTHON}", or use env = NAME)'
+    )
 
 
 def _build_routes(raw: Any, hosts: Mapping[str, HostConfig], source: str) -> dict[str, ModelRoute]:
@@ -344,10 +391,34 @@ def _build(cls: type, table: Mapping[str, Any], source: str, where: str) -> Any:
     for key, value in table.items():
         expected = hints[key]
         values[key] = _coerce(value, expected, source, f"{where}.{key}")
+    _check_ranges(cls, values, source, where)
     try:
         return cls(**values)
     except OrchestratorError as exc:  # a type's own check (the segmenter's) refused the values
         raise ConfigError(f"{source}: [{where}] {exc.message} (fix: change that value)") from None
+
+
+def _check_ranges(cls: type, values: Mapping[str, Any], source: str, where: str) -> None:
+    """Refuse a value outside its field's declared :class:`Range`, naming file, key and range."""
+    for field in dataclasses.fields(cls):
+        allowed = field.metadata.get(RANGE)
+        if allowed is None or field.name not in values:
+            continue
+        value = values[field.name]
+        if not allowed.allows(value):
+            raise ConfigError(
+                f"{source}: {where}.{field.name} = {value!r} is out of range "
+                f"(fix: use a value {allowed})"
+            )
+
+
+#: How a fix names a type to write ("write an integer", not "write a int").
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: 'a "quoted string"',
+    bool: "true or false",
+}
 
 
 def _coerce(value: Any, expected: Any, source: str, where: str) -> Any:
@@ -358,7 +429,7 @@ def _coerce(value: Any, expected: Any, source: str, where: str) -> Any:
         if type(value) is not expected:
             raise ConfigError(
                 f"{source}: {where} must be {expected.__name__}, got {type(value).__name__} "
-                f"{value!r} (fix: write a {expected.__name__})"
+                f"{value!r} (fix: write {_TYPE_NAMES[expected]})"
             )
         return value
     if origin is tuple:
@@ -366,7 +437,16 @@ def _coerce(value: Any, expected: Any, source: str, where: str) -> Any:
             raise ConfigError(f"{source}: {where} must be a list of strings")
         return tuple(value)
     if origin in (Mapping, dict) or expected is Mapping:
-        return _table(value, source, where)
+        table = _table(value, source, where)
+        args = typing.get_args(expected)
+        if len(args) == 2 and args[1] is str:  # e.g. env_vars: every value must be a string
+            for key, item in table.items():
+                if not isinstance(item, str):
+                    raise ConfigError(
+                        f"{source}: {where}.{key} must be a string, got "
+                        f'{type(item).__name__} {item!r} (fix: quote it: {key} = "{item}")'
+                    )
+        return table
     if isinstance(expected, type) and dataclasses.is_dataclass(expected):
         if isinstance(value, expected):
             return value

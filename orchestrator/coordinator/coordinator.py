@@ -17,13 +17,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import os
 import shutil
 import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import zmq
 
@@ -31,7 +30,7 @@ from orchestrator.coordinator import runtime_dir
 from orchestrator.coordinator.broker import Broker
 from orchestrator.coordinator.config import Config, load_config
 from orchestrator.coordinator.supervisor import SERVING, HostState
-from orchestrator.wire.errors import ConfigError
+from orchestrator.wire.errors import ConfigError, EnvError
 from orchestrator.wire.protocol import new_key
 
 if TYPE_CHECKING:
@@ -62,6 +61,8 @@ class Coordinator:
         self.inproc_endpoint = f"inproc://orchestrator-{id(self):x}"
         self.public_endpoint: str | None = None
         self.connection_file: Path | None = None
+        #: The held lock on the connection file's folder (see runtime_dir.claim_connection_file).
+        self._claim: IO[str] | None = None
         # Clients made here share our ZeroMQ context: close them with us, or term() would hang.
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -88,6 +89,9 @@ class Coordinator:
             if self.settings.runtime_dir
             else runtime_dir.default_base()
         )
+        if write_connection_file and self._client_endpoint is not None:
+            # Refuse before any socket or host exists if another live coordinator owns the file.
+            self._claim = runtime_dir.claim_connection_file(base)
         self.run_dir = runtime_dir.run_dir(base)
         if self._client_endpoint is not None:
             self.public_endpoint = self._public_endpoint(self._client_endpoint)
@@ -111,7 +115,7 @@ class Coordinator:
         ):
             self.public_endpoint = self.broker.clients.getsockopt(zmq.LAST_ENDPOINT).decode()
         if write_connection_file and self.public_endpoint:
-            # In the per-user base folder, where clients look by default.
+            # In the per-user base folder, where clients look by default (claimed above).
             self.connection_file = runtime_dir.write_connection_file(base, self.connection_info())
         self._thread = threading.Thread(target=self._run, name="orchestrator-broker", daemon=True)
         self._thread.start()
@@ -137,12 +141,13 @@ class Coordinator:
         for host in self.config.hosts.values():
             if not host.env:
                 continue
+            key = f"{self.config.source}: hosts.{host.name}.env"
             try:
                 envs.check_env(host.env, Path(self.config.root))
             except ConfigError as exc:  # not a host project at all: point at the config key
-                raise ConfigError(
-                    f"{self.config.source}: hosts.{host.name}.env: {exc} (fix: name one of those)"
-                ) from None
+                raise ConfigError(f"{key}: {exc} (fix: name one of those)") from None
+            except EnvError as exc:  # missing or stale: the same class, now naming file and key
+                raise type(exc)(f"{key}: {exc.reason}", host=exc.host, fix=exc.fix) from None
 
     def _run(self) -> None:
         assert self.broker is not None
@@ -191,6 +196,9 @@ class Coordinator:
         if self.connection_file is not None:
             self.connection_file.unlink(missing_ok=True)
             self.connection_file = None
+        if self._claim is not None:
+            self._claim.close()  # releases the flock: the next coordinator may claim the folder
+            self._claim = None
 
     def __enter__(self) -> Coordinator:
         return self.start()
@@ -211,7 +219,7 @@ class Coordinator:
         return {
             "endpoint": self.public_endpoint,
             "key": self.client_key.hex(),
-            "pid": os.getpid(),
+            **runtime_dir.owner_record(),
             "max_message_bytes": self.settings.max_message_bytes,
         }
 

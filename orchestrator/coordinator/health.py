@@ -53,6 +53,8 @@ def replica_health(rep: Replica, now: float) -> dict[str, Any]:
         "versions": versions,
         "timings": rep.ready_info.get("timings", {}),
         "memory_limit_mb": rep.host.memory_limit_mb,
+        # Requests it takes at once: clients size their parallelism by it (long-form files).
+        "max_inflight": rep.host.max_inflight,
     }
 
 

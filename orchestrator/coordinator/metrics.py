@@ -16,6 +16,7 @@ coordinator, as Prometheus expects of a restarted process.
 from __future__ import annotations
 
 import logging
+import socket as sockets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from orchestrator.coordinator.health import overall_status
 from orchestrator.coordinator.supervisor import HostState
+from orchestrator.wire.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +243,10 @@ class MetricsServer:
         self, registry: CollectorRegistry, port: int, addr: str = DEFAULT_METRICS_ADDR
     ) -> None:
         self.registry = registry
-        self._httpd, self._thread = start_http_server(port, addr=addr, registry=registry)
+        try:
+            self._httpd, self._thread = start_http_server(port, addr=addr, registry=registry)
+        except OSError as exc:
+            raise ConfigError(port_refusal(addr, port, exc)) from None
         self.addr = addr
         self.port = int(self._httpd.server_port)  # the real one when 0 asked for any free port
 
@@ -253,6 +258,26 @@ class MetricsServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
+
+
+def port_refusal(addr: str, port: int, exc: OSError) -> str:
+    """The one line for a metrics port we cannot bind, naming the port and the fix."""
+    return (
+        f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc} "
+        "(fix: pick another --metrics-port / metrics_port, or 0 for any free port)"
+    )
+
+
+def check_port_free(port: int, addr: str = DEFAULT_METRICS_ADDR) -> None:
+    """Refuse a busy metrics port before any host starts, not after they all loaded."""
+    if port == 0:
+        return
+    with sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM) as probe:
+        probe.setsockopt(sockets.SOL_SOCKET, sockets.SO_REUSEADDR, 1)  # as the HTTP server binds
+        try:
+            probe.bind((addr, port))
+        except OSError as exc:
+            raise ConfigError(port_refusal(addr, port, exc)) from None
 
 
 def start_metrics(coordinator: Any, port: int, addr: str = DEFAULT_METRICS_ADDR) -> MetricsServer:

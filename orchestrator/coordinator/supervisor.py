@@ -193,8 +193,8 @@ class Supervisor:
             rep.last_reason = reason
         if new is HostState.READY and old is HostState.STARTING:
             rep.ready_at = now
-        if new in (HostState.FAILED, HostState.UNHEALTHY):
-            level = logging.WARNING
+        if new in (HostState.FAILED, HostState.UNHEALTHY, HostState.RESTARTING):
+            level = logging.WARNING  # an operator must see every restart and its reason
         elif {old, new} == {HostState.READY, HostState.BUSY}:
             level = logging.DEBUG  # load flapping is routine, not news
         else:
@@ -328,6 +328,15 @@ class Supervisor:
             rep.restart_times.clear()
             rep.consecutive_failures = 0
             self.spawn(rep)
+
+    def restart(self, rep: Replica, reason: str) -> None:
+        """An operator's restart: a fresh policy window, and a failed or stopped replica too."""
+        rep.restart_times.clear()
+        rep.consecutive_failures = 0
+        if rep.proc is None:
+            self.start(rep)
+        else:
+            self.recycle(rep, reason)
 
     # ------------------------------------------------------------------ the periodic check
     def tick(self) -> None:

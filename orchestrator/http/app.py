@@ -34,7 +34,6 @@ from orchestrator.coordinator.config import HttpSettings
 from orchestrator.coordinator.health import overall_status
 from orchestrator.http import formats
 from orchestrator.http.auth import check_bearer, load_api_keys
-from orchestrator.http.decoding import SEND_RATE_HZ, decode_upload
 from orchestrator.http.errors import (
     STATUS_BY_CODE,
     ApiError,
@@ -44,10 +43,10 @@ from orchestrator.http.errors import (
 )
 from orchestrator.http.models_api import model_card, model_list, resolve
 from orchestrator.http.params import parse_params
-from orchestrator.http.transcripts import Limits, open_stream_finals, transcribe_upload
+from orchestrator.http.transcripts import Limits, open_stream_finals, open_upload
 from orchestrator.http.upload import UploadSlots, read_form, spooled_file
+from orchestrator.longform.pauses import PauseFinder, default_pause_finder
 from orchestrator.wire.errors import OrchestratorError, UnknownModelError
-from orchestrator.wire.protocol import MAX_HEADER_BYTES
 
 if TYPE_CHECKING:
     from orchestrator.coordinator import Coordinator
@@ -67,6 +66,9 @@ class HttpFace:
         self.api_keys = load_api_keys(settings.api_keys_file)
         self.slots = UploadSlots(settings.max_concurrent_uploads, settings.retry_after_s)
         self.client: AsyncClient | None = None
+        #: One for every request: the long-form path's default builds a Silero VAD per call
+        #: (about 0.1 s here), where one finder keeps a pool of detectors.
+        self.pause_finder: PauseFinder | None = None
         self.created = int(time.time())
         self.app = self._build()
 
@@ -74,17 +76,13 @@ class HttpFace:
     def for_coordinator(
         cls, coordinator: Coordinator, settings: HttpSettings | None = None
     ) -> HttpFace:
-        """A face with the coordinator's limits: what one request may carry, its deadline."""
-        config = coordinator.config
-        coord = config.coordinator
-        # Audio that fits one request: the coordinator's audio limit, and the message size
-        # (PCM16 at the rate the face sends, less room for the header).
-        by_size = (coord.max_message_bytes - MAX_HEADER_BYTES) / (SEND_RATE_HZ * 2)
-        settings = settings or config.http
+        """A face with the coordinator's limits: a request's deadline, a stream's lead."""
+        coord = coordinator.config.coordinator
+        settings = settings or coordinator.config.http
         limits = Limits(
-            one_shot_max_s=min(coord.max_audio_s, by_size),
             timeout_s=coord.request_timeout_s,
             stream_chunk_ms=settings.stream_chunk_ms,
+            # The coordinator refuses a stream more than max_audio_s ahead of its host.
             stream_ahead_s=coord.max_audio_s / 2,
         )
         return cls(settings, limits)
@@ -92,6 +90,8 @@ class HttpFace:
     @contextlib.asynccontextmanager
     async def serving(self, client: AsyncClient) -> AsyncIterator[HttpFace]:
         """Serve through ``client`` for the block (the app's lifespan, or its host app's)."""
+        if self.pause_finder is None:
+            self.pause_finder = await asyncio.to_thread(default_pause_finder)
         self.client = client
         try:
             yield self
@@ -233,22 +233,32 @@ class HttpFace:
             try:
                 params, upload = parse_params(form)
                 async with spooled_file(upload) as path:
-                    decoded = await asyncio.to_thread(decode_upload, path, params.filename)
+                    source = open_upload(path, params.filename)
+                    if params.stream:
+                        # The stream's generator owns the file from here (open after unlink).
+                        finals = await open_stream_finals(
+                            client,
+                            source,
+                            model=params.model,
+                            options=params.options,
+                            limits=self.limits,
+                        )
+                        handed_to_stream = True  # the event generator gives the slot back
+                        return StreamingResponse(
+                            self._events(finals),
+                            media_type="text/event-stream",
+                            headers=_SSE_HEADERS,
+                        )
+                    with source:
+                        transcript = await client.transcribe_file(
+                            source,
+                            model=params.model,
+                            timeout=self.limits.timeout_s,
+                            pause_finder=self.pause_finder,
+                            **params.options,
+                        )
             finally:
                 await form.close()
-            if params.stream:
-                finals = await open_stream_finals(
-                    client, decoded, model=params.model, options=params.options, limits=self.limits
-                )
-                handed_to_stream = True  # the event generator gives the slot back
-                return StreamingResponse(
-                    self._events(finals),
-                    media_type="text/event-stream",
-                    headers=_SSE_HEADERS,
-                )
-            transcript = await transcribe_upload(
-                client, decoded, model=params.model, options=params.options, limits=self.limits
-            )
             return formats.render(
                 transcript,
                 params.response_format,

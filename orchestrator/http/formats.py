@@ -1,6 +1,7 @@
 """The five ``response_format`` answers OpenAI's transcription endpoint gives, and its SSE events.
 
-``json`` is ``{"text"}`` (plus usage); ``text`` the bare text; ``srt`` and ``vtt`` subtitles;
+``json`` is ``{"text"}`` (plus usage); ``text`` the bare text; ``srt`` and ``vtt`` subtitles
+(the long-form path's formatters, words timing the cues where the engine gave them);
 ``verbose_json`` adds language, duration and segments in OpenAI's segment shape. Fields OpenAI's
 segments carry that our engines do not report (token ids, log probabilities, compression ratio,
 no-speech probability) are filled with neutral values (``[]``, ``0.0``), never invented figures;
@@ -16,8 +17,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from orchestrator.http.subtitles import to_srt, to_vtt
-from orchestrator.http.transcripts import Transcript
+from orchestrator.longform.formats import to_srt, to_vtt
+from orchestrator.longform.merge import Transcript
 
 
 class ResponseFormat(enum.StrEnum):
@@ -65,6 +66,8 @@ def verbose_json(transcript: Transcript, temperature: float, words: bool) -> dic
             for seg in transcript.segments
             for w in seg.words
         ]
+    if transcript.warnings:
+        body["warnings"] = list(transcript.warnings)  # a cut file, a lying header
     return body
 
 
@@ -85,8 +88,8 @@ def render(
     if fmt is ResponseFormat.TEXT:
         return PlainTextResponse(transcript.text, headers=headers)
     if fmt is ResponseFormat.SRT:
-        return PlainTextResponse(to_srt(transcript.segments), headers=headers)
-    return PlainTextResponse(to_vtt(transcript.segments), headers=headers, media_type="text/vtt")
+        return PlainTextResponse(to_srt(transcript), headers=headers)
+    return PlainTextResponse(to_vtt(transcript), headers=headers, media_type="text/vtt")
 
 
 def sse(event: dict[str, Any]) -> bytes:
@@ -105,17 +108,15 @@ def done_event(text: str) -> dict[str, Any]:
 
 
 def server_timing(transcript: Transcript) -> dict[str, str]:
-    """Where the time went, as a standard Server-Timing header (milliseconds), and who served."""
-    headers = {"X-Orchestrator-Host": transcript.host, "X-Orchestrator-Model": transcript.model}
-    t = transcript.timings
-    if t is not None:
-        headers["Server-Timing"] = ", ".join(
-            f"{name};dur={seconds * 1000:.1f}"
-            for name, seconds in (
-                ("queue", t.queued_s),
-                ("load", t.load_s),
-                ("compute", t.compute_s),
-                ("total", t.total_s),
-            )
-        )
-    return headers
+    """Where the time went, as a standard Server-Timing header (milliseconds, summed over the
+    long-form path's pieces), the wall time, and which hosts served."""
+    parts = [
+        f"{name.removesuffix('_s').replace('queued', 'queue')};dur={seconds * 1000:.1f}"
+        for name, seconds in transcript.timings.items()
+    ]
+    parts.append(f"wall;dur={transcript.wall_s * 1000:.1f}")
+    return {
+        "Server-Timing": ", ".join(parts),
+        "X-Orchestrator-Host": ",".join(sorted(transcript.hosts)),
+        "X-Orchestrator-Model": transcript.model,
+    }

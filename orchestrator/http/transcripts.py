@@ -1,125 +1,71 @@
-"""Running one transcription for the face: a one-shot request, or the stream path.
+"""The upload's audio, and the stream path behind ``stream=true`` answers.
 
-:func:`transcribe_upload` is the face's one call into the coordinator for a whole file. Audio
-that fits one request (the coordinator's ``max_audio_s`` and message size) goes as one request;
-longer audio goes through the coordinator's stream path, whose host-side segmenter cuts it at
-pauses, and the finals become the transcript's segments.
-
-PLACEHOLDER(w13-longform): the long branch is to become ``AsyncClient.transcribe_file`` (the
-long-form path with its piece planner and merger) once that is merged; the stream path stays for
-``stream=true`` answers, where its finals are the deltas.
+A whole-file answer is the long-form path's (``AsyncClient.transcribe_file``: any length, cut at
+pauses, pieces in parallel, merged with file timestamps). A ``stream=true`` answer goes through
+the coordinator's stream path instead: the file is decoded block by block and fed to a stream as
+fast as the host confirms it, and each final (a finished utterance, never revised) becomes a
+text delta the moment it is made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
-from orchestrator.client import AsyncClient, StreamEvent, Timings
-from orchestrator.http.decoding import SEND_RATE_HZ, DecodedUpload
+import numpy as np
+
+from orchestrator.audio.decode import AudioFile, open_audio
+from orchestrator.client import AsyncClient, StreamEvent
+from orchestrator.longform.source import DEFAULT_MAX_DURATION_S, check_limits, pcm16_blocks
+from orchestrator.wire.contract import ENGINE_SAMPLE_RATE
 from orchestrator.wire.errors import DeadlineExceededError, InternalError
-from orchestrator.wire.messages import EventType, Segment
-
-BYTES_PER_SAMPLE = 2  # PCM16
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    """What every response format is rendered from."""
-
-    text: str
-    segments: tuple[Segment, ...]
-    language: str | None
-    duration_s: float
-    model: str
-    host: str
-    timings: Timings | None = None
+from orchestrator.wire.messages import EventType
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """How long a clip one request may carry; longer ones take the stream path."""
+    """The face's timings for one transcription."""
 
-    one_shot_max_s: float
     timeout_s: float
     stream_chunk_ms: int
     #: How far the stream path's feed may run ahead of confirmed audio (under max_audio_s).
     stream_ahead_s: float
 
 
-async def transcribe_upload(
-    client: AsyncClient,
-    upload: DecodedUpload,
-    *,
-    model: str,
-    options: Mapping[str, Any],
-    limits: Limits,
-) -> Transcript:
-    """The whole file's transcript (one request, or the stream path for long audio)."""
-    if upload.duration_s <= limits.one_shot_max_s:
-        result = await client.transcribe(
-            upload.pcm16,
-            sample_rate=SEND_RATE_HZ,
-            model=model,
-            timeout=limits.timeout_s,
-            **options,
-        )
-        segments = result.segments or (Segment(0.0, upload.duration_s, result.text.strip()),)
-        return Transcript(
-            result.text,
-            segments,
-            result.language,
-            upload.duration_s,
-            result.model,
-            result.host,
-            result.timings,
-        )
-    segments: list[Segment] = []
-    host = ""
-    async for final in stream_finals(client, upload, model=model, options=options, limits=limits):
-        host = final.host or host
-        # A final's segments are in stream time already (words too, when asked for).
-        segments.extend(
-            final.segments
-            or (Segment(final.start_s or 0.0, final.end_s or 0.0, final.text.strip()),)
-        )
-    text = " ".join(s.text for s in segments if s.text)
-    language = options.get("language")
-    return Transcript(text, tuple(segments), language, upload.duration_s, model, host)
+def open_upload(path: Path, filename: str) -> IO[bytes]:
+    """The spooled upload as a file object named as the client named it, so the decoder's
+    messages name the client's file, never the server's temporary path."""
+    f = path.open("rb")
+    f.raw.name = filename  # type: ignore[attr-defined]
+    return f
 
 
 async def open_stream_finals(
     client: AsyncClient,
-    upload: DecodedUpload,
+    upload: IO[bytes],
     *,
     model: str,
     options: Mapping[str, Any],
     limits: Limits,
 ) -> AsyncIterator[StreamEvent]:
-    """Open a stream for the upload and wait until it is accepted (a refusal raises here, before
-    any answer has started); then iterate the finals as the host makes them."""
-    stream = await client.stream(model=model, sample_rate=SEND_RATE_HZ, **options).open()
-    first = await _next(stream, limits.timeout_s)
-    if first.type == EventType.ERROR:
-        raise first.error or InternalError("stream refused")
-    return _finals(stream, upload, limits)
-
-
-async def stream_finals(
-    client: AsyncClient,
-    upload: DecodedUpload,
-    *,
-    model: str,
-    options: Mapping[str, Any],
-    limits: Limits,
-) -> AsyncIterator[StreamEvent]:
-    """The finals of the upload sent through the stream path, in order."""
-    finals = await open_stream_finals(client, upload, model=model, options=options, limits=limits)
-    async for final in finals:
-        yield final
+    """Check and open the upload (closed when the finals end), open a stream and wait until it is accepted (a refusal raises
+    here, before any answer has started); then iterate the finals as the host makes them."""
+    audio = await asyncio.to_thread(open_audio, upload)
+    try:
+        check_limits(audio.info, audio.name, DEFAULT_MAX_DURATION_S)
+        stream = await client.stream(model=model, sample_rate=ENGINE_SAMPLE_RATE, **options).open()
+        first = await _next(stream, limits.timeout_s)
+        if first.type == EventType.ERROR:
+            raise first.error or InternalError("stream refused")
+    except BaseException:
+        audio.close()
+        upload.close()
+        raise
+    return _finals(stream, audio, upload, limits)
 
 
 async def _next(stream: Any, timeout_s: float) -> StreamEvent:
@@ -142,30 +88,43 @@ class _Confirmed:
             self.changed.set()
 
 
-async def _finals(stream: Any, upload: DecodedUpload, limits: Limits) -> AsyncIterator[StreamEvent]:
-    """Feed the upload as fast as the host confirms it; yield its finals as they come.
+def _chunks(audio: AudioFile, chunk_samples: int) -> Iterator[np.ndarray]:
+    for block in pcm16_blocks(audio):
+        for start in range(0, block.size, chunk_samples):
+            yield block[start : start + chunk_samples]
+
+
+async def _finals(
+    stream: Any, audio: AudioFile, upload: IO[bytes], limits: Limits
+) -> AsyncIterator[StreamEvent]:
+    """Feed the file as fast as the host confirms it; yield its finals as they come.
 
     The coordinator keeps unconfirmed audio for failover and refuses a stream that runs more than
     ``max_audio_s`` ahead of its host, so the feeder stays ``stream_ahead_s`` ahead of what
     finals and progress events have confirmed.
     """
-    chunk = SEND_RATE_HZ * limits.stream_chunk_ms // 1000 * BYTES_PER_SAMPLE
-    ahead = int(limits.stream_ahead_s * SEND_RATE_HZ)
+    chunk_samples = ENGINE_SAMPLE_RATE * limits.stream_chunk_ms // 1000
+    ahead = int(limits.stream_ahead_s * ENGINE_SAMPLE_RATE)
     confirmed = _Confirmed()
+    chunks = _chunks(audio, chunk_samples)
+    end_of_file = object()
 
     async def feed() -> None:
-        for start in range(0, len(upload.pcm16), chunk):
-            end_sample = (start + chunk) // BYTES_PER_SAMPLE
-            while end_sample - confirmed.sample > ahead:
+        sent = 0
+        while (chunk := await asyncio.to_thread(next, chunks, end_of_file)) is not end_of_file:
+            sent += chunk.size
+            while sent - confirmed.sample > ahead:
                 confirmed.changed.clear()
                 await confirmed.changed.wait()
-            await stream.send(upload.pcm16[start : start + chunk])
+            await stream.send(chunk)
         await stream.close()
 
     feeder = asyncio.create_task(feed())
+    # The deadline of one event: a whole decode of the longest utterance, after the feed waited.
+    event_timeout_s = limits.timeout_s + limits.stream_ahead_s
     try:
         while True:
-            event = await _next(stream, limits.timeout_s + upload.duration_s)
+            event = await _next(stream, event_timeout_s)
             if event.type == EventType.ERROR:
                 raise event.error or InternalError("stream failed")
             if event.type == EventType.PROGRESS:
@@ -184,3 +143,5 @@ async def _finals(stream: Any, upload: DecodedUpload, limits: Limits) -> AsyncIt
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeder
         await stream.close()
+        audio.close()
+        upload.close()  # the upload is ours from open_stream_finals on

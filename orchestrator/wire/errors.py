@@ -102,11 +102,21 @@ class ConfigError(Exception):
     """A configuration refused at start; the message names the file, the key and the fix."""
 
 
+class ConnectionFileError(Exception):
+    """No usable standalone coordinator: its connection file is missing, unreadable, or names a
+    process that is gone. The message names the file and the fix."""
+
+
+class CoordinatorRunningError(Exception):
+    """Another live coordinator already owns this connection file; the message names its pid."""
+
+
 class EnvError(Exception):
     """A host env that is missing or stale against its lock; the message names the fix."""
 
     def __init__(self, message: str, *, host: str, fix: str = "nox -s hosts") -> None:
         super().__init__(f"{message} (fix: {fix})")
+        self.reason = message
         self.host = host
         self.fix = fix
 

@@ -23,6 +23,7 @@ import enum
 import hashlib
 import hmac
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,27 @@ KEY_BYTES = 32
 Frames = Sequence[bytes | memoryview]
 #: One encoder for every header: ``json.dumps`` with any non-default argument builds a new
 #: JSONEncoder per call, a third of the cost of encoding a small header.
-_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    """A header as strict JSON. A non-finite number (an id of ``1e999`` parses to inf and is
+    echoed back) becomes null rather than ``Infinity``, which no JSON parser need accept."""
+    try:
+        return _HEADER_ENCODER.encode(header).encode()
+    except ValueError:  # the rare slow path: only headers that carry such a number
+        return _HEADER_ENCODER.encode(_json_safe(header)).encode()
 
 
 class Kind(enum.StrEnum):
@@ -124,7 +145,7 @@ class Codec:
         """Frames ready for ``send_multipart`` (identity frames are the caller's)."""
         self._mid_count += 1
         msg.header["mid"] = f"{self._mid_prefix}{self._mid_count:x}"
-        header = _HEADER_ENCODER.encode(msg.header).encode()
+        header = encode_header(msg.header)
         kind = msg.kind.value.encode()
         body = [kind, header, *msg.payloads]
         return [VERSION_FRAME, self._sign(body), *body]
