@@ -27,6 +27,7 @@ from bench import (
     http_face,
     longform,
     realhosts,
+    remote,
     resampling,
     routing,
     scale,
@@ -53,11 +54,12 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "envs": hostenvs.run,
     "realhosts": realhosts.run,
     "longform": longform.run,
+    "remote": remote.run,
 }
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
     "routing", "http", "isolation", "failover", "cold start", "envs", "scale", "streaming", "longform",
-    "vad", "resample", "decode",
+    "vad", "resample", "decode", "remote",
 )  # fmt: skip
 
 NOTES = (

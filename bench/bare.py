@@ -66,10 +66,16 @@ class _ParentWatch:
         return os.getppid() != self.parent
 
 
-def run_echo(endpoint: str) -> None:
-    """ROUTER echo server: every message goes straight back to its sender."""
+def run_echo(endpoint: str, curve_keys: str | None = None) -> None:
+    """ROUTER echo server: every message goes straight back to its sender. With ``curve_keys``
+    (a folder holding coordinator.key_secret) it speaks CurveZMQ: the cost of the cipher alone."""
     ctx = zmq.Context()
     sock = _socket(ctx, zmq.ROUTER)
+    if curve_keys:
+        from orchestrator.wire import curve
+
+        keys = curve.load_keypair(curve_keys, curve.COORDINATOR_KEY_NAME)
+        curve.make_curve_server(sock, keys, curve.HOSTS_DOMAIN)
     sock.bind(endpoint)
     _announce()
     watch = _ParentWatch()
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="role", required=True)
     echo = sub.add_parser("echo")
     echo.add_argument("endpoint")
+    echo.add_argument("--curve-keys", help="serve CurveZMQ with this folder's coordinator keys")
     broker = sub.add_parser("broker")
     broker.add_argument("frontend")
     broker.add_argument("backend")
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--mode", choices=("echo", "sink"), default="echo")
     args = parser.parse_args(argv)
     if args.role == "echo":
-        run_echo(args.endpoint)
+        run_echo(args.endpoint, args.curve_keys)
     elif args.role == "broker":
         run_broker(args.frontend, args.backend)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -17,11 +18,18 @@ import zmq.asyncio
 
 from bench.bare import HWM
 
+#: Called on a client's socket before it connects (the Curve client keys, for one).
+Configure = Callable[[zmq.Socket[Any]], None]
+
 
 class BareSyncClient:
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], endpoint: str, configure: Configure | None = None
+    ) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if configure is not None:
+            configure(self.sock)
         self.sock.connect(endpoint)
 
     def round_trip(self, payload: bytes) -> bytes:
@@ -33,12 +41,16 @@ class BareSyncClient:
 
 
 class BareAsyncClient:
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], endpoint: str, configure: Configure | None = None
+    ) -> None:
         self._ctx = zmq.asyncio.Context.shadow(ctx.underlying)
         self.sock = self._ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, HWM)
         self.sock.setsockopt(zmq.RCVHWM, HWM)
+        if configure is not None:
+            configure(self.sock)
         self.sock.connect(endpoint)
         self._ids = itertools.count()
         self._waiting: dict[bytes, asyncio.Future[Any]] = {}

@@ -35,6 +35,7 @@ from orchestrator.coordinator.runtime_dir import read_connection_file
 from orchestrator.longform import runner as longform
 from orchestrator.longform.merge import Transcript
 from orchestrator.longform.source import AudioSource
+from orchestrator.wire import curve
 from orchestrator.wire.contract import DEFAULT_MAX_MESSAGE_BYTES
 from orchestrator.wire.errors import (
     BadAudioError,
@@ -311,7 +312,11 @@ class _ClientBase:
         context: zmq.Context[Any] | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int | None = None,
+        curve_keys: str | Path | None = None,
+        curve_key_name: str = "client",
     ) -> None:
+        """``curve_keys``: a folder with this client's ``NAME.key_secret`` and the coordinator's
+        ``coordinator.key``, for a coordinator on another machine (CurveZMQ over TCP)."""
         endpoint, key, max_message_bytes = _resolve(
             endpoint, key, connection_file, max_message_bytes
         )
@@ -323,6 +328,15 @@ class _ClientBase:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
         self._sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+        if curve_keys is not None:
+            folder = Path(curve_keys)
+            curve.make_curve_client(
+                self._sock,
+                curve.load_keypair(folder, curve_key_name),
+                curve.load_public_key(
+                    folder / f"{curve.COORDINATOR_KEY_NAME}{curve.PUBLIC_SUFFIX}"
+                ),
+            )
         self._sock.connect(endpoint)
 
     @staticmethod

@@ -53,6 +53,7 @@ def synthetic_host(models: dict[str, str] | None = None, **overrides: Any) -> di
 def make_config(
     hosts: dict[str, dict[str, Any]] | None = None,
     models: dict[str, Any] | None = None,
+    remote: dict[str, Any] | None = None,
     **coordinator: Any,
 ) -> Config:
     runtime = tempfile.mkdtemp(prefix="orc-test-", dir="/tmp")
@@ -66,6 +67,8 @@ def make_config(
     }
     if models:
         raw["models"] = models
+    if remote:
+        raw["remote"] = remote
     return config_from_dict(raw, root=os.getcwd())
 
 

@@ -106,7 +106,12 @@ def test_every_numeric_config_field_declares_its_range() -> None:
 
     from orchestrator.coordinator import config as config_mod
 
-    for cls in (config_mod.CoordinatorSettings, config_mod.HostConfig, config_mod.RestartPolicy):
+    for cls in (
+        config_mod.CoordinatorSettings,
+        config_mod.HostConfig,
+        config_mod.RestartPolicy,
+        config_mod.RemoteSettings,
+    ):
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             if hints[field.name] in (int, float):

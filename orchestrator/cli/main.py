@@ -1,4 +1,4 @@
-"""The command line: ``python -m orchestrator serve | health | transcribe | host | fetch``.
+"""The command line: ``python -m orchestrator serve | health | transcribe | host | fetch | keys``.
 
 This module only builds the parser and dispatches; each command lives in its own module
 (``serve``, ``health``, ``transcribe``, ``fetch``) with ``add_arguments`` and ``run``. Results go
@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from orchestrator.cli import fetch, health, host, logs, serve, transcribe
+from orchestrator.cli import fetch, health, host, keys, logs, serve, transcribe
 from orchestrator.wire.errors import (
     ConfigError,
     ConnectionFileError,
@@ -42,6 +42,7 @@ COMMANDS = {
     "transcribe": (transcribe, "transcribe a WAV file and print each host's text and timings"),
     "host": (host, "restart, stop or start one host's replicas on a running coordinator"),
     "fetch": (fetch, "pre-fetch a config's models into the Hugging Face cache, with progress"),
+    "keys": (keys, "CurveZMQ key files for hosts and clients on other machines"),
 }
 
 

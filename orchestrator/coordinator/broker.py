@@ -20,21 +20,25 @@ from typing import Any
 import zmq
 
 from orchestrator.call_queue import CallQueue
-from orchestrator.coordinator.config import Config
+from orchestrator.coordinator.config import Config, resolve_config_path
 from orchestrator.coordinator.health import snapshot
 from orchestrator.coordinator.model_ops import MODEL_ACTIONS, ModelOpTable
 from orchestrator.coordinator.outbox import Outbox, reply_error
+from orchestrator.coordinator.remote import RemoteHosts
 from orchestrator.coordinator.requests import RequestTable
 from orchestrator.coordinator.router import Router
 from orchestrator.coordinator.streams import StreamTable
 from orchestrator.coordinator.supervisor import SERVING, HostState, Replica, Supervisor
+from orchestrator.coordinator.zap import ZapHandler
+from orchestrator.wire import curve
 from orchestrator.wire.errors import (
     BadRequestError,
+    ConfigError,
     InternalError,
     OrchestratorError,
     ProtocolError,
 )
-from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message
+from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, new_key
 
 log = logging.getLogger("orchestrator.coordinator.broker")
 
@@ -82,6 +86,8 @@ class Broker:
         self.host_codec = Codec(host_key, max_message_bytes=self.settings.max_message_bytes)
         self.client_drops = DropCounter()
         self.host_drops = DropCounter()
+        # The ZAP handler first: a Curve socket bound before it would let every key in.
+        self.curve_keys, self.zap = self._security()
         self.clients = self._router_socket(client_endpoints)
         self.hosts = self._router_socket([host_endpoint])
         self.outbox = Outbox(self.clients, self.client_codec, self.hosts, self.host_codec)
@@ -89,6 +95,18 @@ class Broker:
             config, endpoint=host_endpoint, key=host_key, send_shutdown=self._send_shutdown
         )
         self.supervisor.listeners.append(self._on_state_change)
+        self.remote: RemoteHosts | None = None
+        if config.remote.listen:
+            self.remote = RemoteHosts(
+                config,
+                ctx,
+                self.supervisor,
+                key=new_key(),  # its own key: a remote host never learns the local hosts' key
+                keys=self.curve_keys,
+                on_host=self._on_host,
+                drops=self.host_drops,
+            )
+            self.outbox.remote = self.remote
         self.router = Router(config, self.supervisor.replicas)
         tables = (self.settings, self.router, self.supervisor, self.outbox)
         self.requests = RequestTable(*tables)
@@ -98,6 +116,23 @@ class Broker:
         self.calls = CallQueue()
         self.running = False
         self.spawned = threading.Event()  # set once every replica's first spawn was attempted
+
+    def _security(self) -> tuple[curve.KeyPair | None, ZapHandler | None]:
+        """The coordinator's Curve keys and ZAP handler, when anything listens on TCP."""
+        remote = self.config.remote
+        if not remote.listen and not remote.keys_dir:
+            return None, None
+        keys = None
+        allow: dict[str, dict[bytes, str]] = {}
+        if remote.keys_dir:
+            folder = resolve_config_path(self.config, remote.keys_dir)
+            keys = curve.load_keypair(folder, curve.COORDINATOR_KEY_NAME)
+            allow = {
+                curve.HOSTS_DOMAIN: curve.load_allow_list(folder / curve.HOSTS_DIR),
+                curve.CLIENTS_DOMAIN: curve.load_allow_list(folder / curve.CLIENTS_DIR),
+            }
+        plaintext = frozenset({curve.HOSTS_DOMAIN}) if remote.plaintext else frozenset()
+        return keys, ZapHandler(self.ctx, allow, plaintext_domains=plaintext)
 
     def _router_socket(self, endpoints: list[str]) -> zmq.Socket[Any]:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -109,6 +144,14 @@ class Broker:
         # (generous, so an ordinary oversize message still reaches our check and is counted).
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.settings.max_message_bytes + 65_536)
         for endpoint in endpoints:
+            if endpoint.startswith("tcp://") and not curve.is_loopback_endpoint(endpoint):
+                # Options apply to later binds only: inproc and ipc stay as they were.
+                if self.curve_keys is None:
+                    raise ConfigError(
+                        f"{self.config.source}: client endpoint {endpoint} is not loopback and "
+                        "[remote] keys_dir is empty (fix: set keys_dir so remote clients use Curve)"
+                    )
+                curve.make_curve_server(sock, self.curve_keys, curve.CLIENTS_DOMAIN)
             sock.bind(endpoint)
         return sock
 
@@ -129,7 +172,17 @@ class Broker:
                 "clients": dict(self.client_drops.by_reason),
                 "hosts": dict(self.host_drops.by_reason),
             },
+            remote=self._remote_stats(),
         )
+
+    def _remote_stats(self) -> dict[str, Any] | None:
+        """Dial-ins and TCP handshakes: who registered, and who was refused and why."""
+        if self.zap is None and self.remote is None:
+            return None
+        stats: dict[str, Any] = self.remote.stats() if self.remote is not None else {}
+        if self.zap is not None:
+            stats["handshakes"] = self.zap.stats()
+        return stats
 
     def _send_shutdown(self, rep: Replica) -> None:
         self.outbox.to_host(rep, Message(Kind.SHUTDOWN, {}))
@@ -145,6 +198,10 @@ class Broker:
         poller.register(self.clients, zmq.POLLIN)
         poller.register(self.hosts, zmq.POLLIN)
         poller.register(self.calls.fd, zmq.POLLIN)
+        if self.zap is not None:
+            poller.register(self.zap.sock, zmq.POLLIN)
+        if self.remote is not None:
+            poller.register(self.remote.sock, zmq.POLLIN)
         tick_s = self.settings.tick_interval_s
         beat_s = self.settings.heartbeat_interval_s
         next_tick = next_beat = time.monotonic()
@@ -156,6 +213,10 @@ class Broker:
                 self._drain(self.clients, self.client_codec, self.client_drops, self._on_client)
             if self.calls.fd in events:
                 self.calls.run_pending()
+            if self.zap is not None and self.zap.sock in events:
+                self.zap.handle_pending()
+            if self.remote is not None and self.remote.sock in events:
+                self.remote.drain()
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat_hosts()
@@ -176,6 +237,10 @@ class Broker:
         self.model_ops.close_all("coordinator shut down")
         self.clients.close(linger=100)
         self.hosts.close(linger=0)
+        if self.remote is not None:
+            self.remote.close()
+        if self.zap is not None:
+            self.zap.close()
         self.calls.close()
 
     def _drain(
@@ -210,7 +275,7 @@ class Broker:
 
     def _heartbeat_hosts(self) -> None:
         for rep in self.supervisor.replicas:
-            if rep.proc is not None and rep.stop_target is None:
+            if rep.routing_id is not None or (rep.proc is not None and rep.stop_target is None):
                 self.outbox.to_host(rep, Message(Kind.HEARTBEAT, {}))
 
     # ------------------------------------------------------------------ from clients
@@ -238,7 +303,11 @@ class Broker:
 
     def _on_control(self, client: bytes, msg: Message) -> None:
         """Operator actions: stop, start or restart a host's replicas (also how tests fail a
-        host), or load or unload a model on them (answered by the model-op table)."""
+        host), or load or unload a model on them (answered by the model-op table).
+
+        On an external host, ``stop`` asks each replica to drain and leave, ``restart`` drops its
+        link (it dials in afresh) and ``start`` is its own machine's business.
+        """
         action, host = msg.header.get("action"), msg.header.get("host")
         replicas = self.router.replicas_of(str(host))
         if action not in (*CONTROL_ACTIONS, *MODEL_ACTIONS):
@@ -253,6 +322,11 @@ class Broker:
         if action in MODEL_ACTIONS:
             self.model_ops.on_client_control(client, msg.header)
             return
+        if action == "start" and replicas[0].host.external:
+            raise BadRequestError(
+                f"{host} is external: its machine's process manager starts it "
+                "(fix: systemctl start / launchctl kickstart / kubectl scale on that machine)"
+            )
         for rep in replicas:
             if action == "stop":
                 self.supervisor.stop(rep)
@@ -287,6 +361,11 @@ class Broker:
             log.warning("host %s reported: %s", rep.name, rep.last_reason)
 
     def _on_state_change(self, rep: Replica, old: HostState, new: HostState, reason: str) -> None:
+        if new is HostState.UNHEALTHY and rep.host.external and rep.routing_id is None:
+            # An external replica whose link is gone (silent, replaced or recycled) answers
+            # nothing more: its work goes elsewhere now, not after a drain that cannot finish.
+            self._replica_lost(rep, reason)
+            return
         if new in SERVING or new is HostState.UNHEALTHY:
             if new in SERVING and old not in SERVING:
                 self.call(self.requests.drain_pending)
@@ -294,6 +373,9 @@ class Broker:
         if new is HostState.STARTING:
             return
         # The replica's process is gone (or going): its work must go elsewhere or be answered.
+        self._replica_lost(rep, reason)
+
+    def _replica_lost(self, rep: Replica, reason: str) -> None:
         self.requests.on_replica_lost(rep, reason)
         self.streams.on_replica_lost(rep, reason)
         self.model_ops.on_replica_lost(rep, reason)

@@ -133,6 +133,10 @@ class HostConfig:
     idle_unload_s: float = bounded(0.0, Range(0, DAY_S))
     restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
     env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Started elsewhere (systemd, launchd, Kubernetes) and dialling in to ``[remote] listen``:
+    #: never spawned or killed here; ``replicas`` is how many may be registered at once, and
+    #: ``models`` what the coordinator routes to them (each host reports what it really serves).
+    external: bool = False
 
     @property
     def all_models(self) -> dict[str, str]:
@@ -204,6 +208,24 @@ class HttpSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class RemoteSettings:
+    """The ``[remote]`` table: where hosts on other machines dial in, and with which keys."""
+
+    #: The host socket's TCP endpoint for external hosts, e.g. "tcp://0.0.0.0:5560"; empty: none.
+    listen: str = ""
+    #: Folder with coordinator.key_secret and the allow-lists hosts/*.key and clients/*.key
+    #: (``python -m orchestrator keys``); relative to the config file.
+    keys_dir: str = ""
+    #: No Curve: only for a loopback ``listen`` (tests, one machine), never across machines.
+    plaintext: bool = False
+    #: A silent external replica is unhealthy after heartbeat_liveness missed heartbeats and
+    #: gone (its slot free, its health row "stopped") after this long.
+    gone_after_s: float = _seconds(30.0)
+    #: Unregistered hosts repeat their hello this often until the coordinator welcomes them.
+    hello_interval_s: float = _seconds(1.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration: coordinator settings, hosts and model routes."""
 
@@ -212,6 +234,7 @@ class Config:
     models: Mapping[str, ModelRoute]
     segmenter: SegmenterSettings = dataclasses.field(default_factory=SegmenterSettings)
     http: HttpSettings = dataclasses.field(default_factory=HttpSettings)
+    remote: RemoteSettings = dataclasses.field(default_factory=RemoteSettings)
     source: str = "<memory>"
     #: The project root whose envs/ and hosts/ the host envs are looked up in.
     root: str = ""
@@ -243,7 +266,12 @@ def config_from_dict(
     raw: Mapping[str, Any], *, source: str = "<memory>", root: str | Path | None = None
 ) -> Config:
     """Build a Config from already-parsed TOML data (tests use this directly)."""
-    _check_keys(raw, {"coordinator", "hosts", "models", "segmenter", "restart", "http"}, source, "")
+    _check_keys(
+        raw,
+        {"coordinator", "hosts", "models", "segmenter", "restart", "remote", "http"},
+        source,
+        "",
+    )
     default_restart = _build(RestartPolicy, raw.get("restart", {}), source, "restart")
     hosts: dict[str, HostConfig] = {}
     for name, table in _table(raw.get("hosts", {}), source, "hosts").items():
@@ -253,12 +281,15 @@ def config_from_dict(
     if not hosts:
         raise ConfigError(f"{source}: [hosts] is empty (fix: declare at least one [hosts.NAME])")
     models = _build_routes(raw.get("models", {}), hosts, source)
+    remote = _build(RemoteSettings, raw.get("remote", {}), source, "remote")
+    _check_remote(remote, hosts, source)
     return Config(
         coordinator=_build(CoordinatorSettings, raw.get("coordinator", {}), source, "coordinator"),
         hosts=hosts,
         models=models,
         segmenter=_build(SegmenterSettings, raw.get("segmenter", {}), source, "segmenter"),
         http=_build(HttpSettings, raw.get("http", {}), source, "http"),
+        remote=remote,
         source=source,
         root=str(root or _project_root()),
     )
@@ -301,7 +332,17 @@ def _build_host(
     if both:
         raise ConfigError(f"{source}: {where}: {both[0]!r} is in both models and on_demand_models")
     fields.setdefault("models", {})
+    fields.setdefault("engine", "")
     host = _build(HostConfig, {**fields, "name": name, "restart": restart}, source, where)
+    if host.external:
+        if host.env or host.python:
+            raise ConfigError(
+                f"{source}: {where} is external (started elsewhere): it takes no 'env' or "
+                "'python' (fix: remove them, or external = false)"
+            )
+        if host.replicas < 1:
+            raise ConfigError(f"{source}: {where}.replicas must be >= 1")
+        return host
     if bool(host.env) == bool(host.python):
         raise ConfigError(
             f"{source}: {where} needs exactly one of 'env' (a built env under envs/) or 'python' "
@@ -328,6 +369,48 @@ def _check_interpreter(python: Path, source: str, where: str) -> None:
         f"{source}: {where} = {str(python)!r} {problem} "
         f'(fix: name a Python interpreter, write "{CURRENT_PYTHON}", or use env = NAME)'
     )
+
+
+def _check_remote(remote: RemoteSettings, hosts: Mapping[str, HostConfig], source: str) -> None:
+    """External hosts need a listen endpoint; TCP needs keys unless plaintext on loopback."""
+    from orchestrator.wire.curve import is_loopback_endpoint  # deferred: pyzmq
+
+    external = sorted(h.name for h in hosts.values() if h.external)
+    if external and not remote.listen:
+        raise ConfigError(
+            f"{source}: hosts.{external[0]} is external but [remote] listen is empty "
+            '(fix: set listen = "tcp://0.0.0.0:5560" under [remote])'
+        )
+    if not remote.listen:
+        return
+    if not remote.listen.startswith("tcp://"):
+        raise ConfigError(
+            f"{source}: remote.listen must be a tcp:// endpoint, got {remote.listen!r} "
+            '(fix: listen = "tcp://0.0.0.0:5560")'
+        )
+    if remote.plaintext and not is_loopback_endpoint(remote.listen):
+        raise ConfigError(
+            f"{source}: remote.plaintext is only allowed on loopback, not {remote.listen!r} "
+            "(fix: remove plaintext and set keys_dir, or listen on tcp://127.0.0.1:PORT)"
+        )
+    if not remote.plaintext and not remote.keys_dir:
+        raise ConfigError(
+            f"{source}: remote.keys_dir is empty: TCP needs CurveZMQ keys "
+            '(fix: python -m orchestrator keys init KEYS_DIR, then keys_dir = "KEYS_DIR")'
+        )
+    if not external:
+        raise ConfigError(
+            f"{source}: [remote] listen is set but no host is external "
+            "(fix: set external = true on the [hosts.NAME] that dial in)"
+        )
+
+
+def resolve_config_path(config: Config, path: str) -> Path:
+    """A path from the config, relative to the config file's folder (absolute stays as is)."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or config.source.startswith("<"):
+        return candidate
+    return Path(config.source).resolve().parent / candidate
 
 
 def _build_routes(raw: Any, hosts: Mapping[str, HostConfig], source: str) -> dict[str, ModelRoute]:

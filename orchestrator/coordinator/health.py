@@ -29,11 +29,13 @@ def replica_health(rep: Replica, now: float) -> dict[str, Any]:
         "reason": rep.last_reason,
         "last_restart_reason": rep.last_restart_reason,
         "pid": rep.pid,
-        "uptime_s": round(now - rep.started_at, 2) if rep.proc is not None else 0.0,
+        "external": rep.host.external,
+        "peer": f"{rep.key_name} {rep.peer}".strip() if rep.host.external else None,
+        "uptime_s": round(now - rep.started_at, 2) if rep.linked else 0.0,
         "state_age_s": round(now - rep.state_since, 2),
         "restarts": rep.restarts,
         "last_exit": rep.last_exit,
-        "heartbeat_age_s": round(now - rep.last_heartbeat, 3) if rep.proc is not None else None,
+        "heartbeat_age_s": round(now - rep.last_heartbeat, 3) if rep.linked else None,
         "inflight": rep.inflight,
         "oldest_inflight_s": hb.get("oldest_inflight_s"),
         "streams": rep.streams,
@@ -67,6 +69,7 @@ def snapshot(
     streams: Mapping[str, Any],
     errors_by_code: Mapping[str, int],
     dropped: Mapping[str, Any],
+    remote: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything ops want in one JSON object; each table hands in its own ``stats()``."""
     now = time.monotonic()
@@ -97,6 +100,8 @@ def snapshot(
             "dropped": dict(dropped),
             "streams": dict(streams),
             "config": config.source,
+            # Dial-ins and TCP handshakes (accepted, refused by reason); None without TCP.
+            "remote": dict(remote) if remote is not None else None,
         },
         "replicas": replica_rows,
         "models": models,

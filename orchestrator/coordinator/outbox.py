@@ -54,6 +54,14 @@ def send_frames(sock: zmq.Socket[Any], frames: list[bytes]) -> None:
     sock.send(frames[-1], _NOBLOCK, copy=False)
 
 
+class HostLink(Protocol):
+    """The socket external replicas dialled in on (``coordinator.remote``), with its own key."""
+
+    codec: Codec
+
+    def send(self, rep: Replica, frames: list[bytes]) -> None: ...
+
+
 class Outbox:
     """Signs and sends on the broker's sockets; counts the errors the tables answer with."""
 
@@ -67,6 +75,8 @@ class Outbox:
         self._clients, self._client_codec = clients, client_codec
         self._hosts, self._host_codec = hosts, host_codec
         self.errors_by_code: collections.Counter[str] = collections.Counter()
+        #: Where external replicas are reached; None when nothing may dial in.
+        self.remote: HostLink | None = None
 
     def to_client(self, client: bytes, msg: Message) -> None:
         try:
@@ -75,8 +85,19 @@ class Outbox:
             log.warning("client queue full; dropped %s", msg.kind)
 
     def to_host(self, rep: Replica, msg: Message) -> None:
+        if rep.host.external:
+            self._to_external(rep, msg)
+            return
         try:
             send_frames(self._hosts, [rep.identity, *self._host_codec.encode(msg)])
+        except zmq.Again:
+            log.warning("host %s queue full; dropped %s", rep.name, msg.kind)
+
+    def _to_external(self, rep: Replica, msg: Message) -> None:
+        if rep.routing_id is None or self.remote is None:
+            return  # no link: what it would have carried fails over when the link is dropped
+        try:
+            self.remote.send(rep, self.remote.codec.encode(msg))
         except zmq.Again:
             log.warning("host %s queue full; dropped %s", rep.name, msg.kind)
 

@@ -12,6 +12,14 @@ The whole life of a replica is in :meth:`Supervisor._transition`::
        v                  v
     RESTARTING --backoff--> STARTING        ...too many restarts in the window --> FAILED
     any --stop--> STOPPED
+
+External replicas (``[hosts.X] external = true``) are processes other machines run; they dial in
+(``coordinator.remote``) and are never spawned, signalled or restarted here::
+
+    STOPPED --dial-in--> STARTING --ready--> READY <--> BUSY
+       ^                    |                  |  silent, replaced, recycled
+       |                    +---silent-------->+--> UNHEALTHY (its work fails over at once)
+       +----gone_after_s, or drained away------------------/       \\--dial-in--> STARTING
 """
 
 from __future__ import annotations
@@ -79,7 +87,10 @@ _ALLOWED: dict[HostState, frozenset[HostState]] = {
             HostState.STOPPED,
         }
     ),
-    HostState.UNHEALTHY: frozenset({HostState.RESTARTING, HostState.FAILED, HostState.STOPPED}),
+    # UNHEALTHY -> STARTING: an external replica that dials in again while marked silent.
+    HostState.UNHEALTHY: frozenset(
+        {HostState.RESTARTING, HostState.FAILED, HostState.STOPPED, HostState.STARTING}
+    ),
     HostState.RESTARTING: frozenset({HostState.STARTING, HostState.FAILED, HostState.STOPPED}),
     HostState.FAILED: frozenset({HostState.STARTING, HostState.STOPPED}),
     HostState.STOPPED: frozenset({HostState.STARTING}),
@@ -120,6 +131,12 @@ class Replica:
     sampled_at: float = 0.0
     served: int = 0
     errors: int = 0
+    #: External replicas: the routing id of the connection it dialled in on (None: no link),
+    #: the name of the Curve key it proved, and the address and pid it reported.
+    routing_id: bytes | None = None
+    key_name: str = ""
+    peer: str = ""
+    remote_pid: int | None = None
 
     @property
     def name(self) -> str:
@@ -127,12 +144,20 @@ class Replica:
 
     @property
     def identity(self) -> bytes:
-        """Socket identity; the generation keeps a dead predecessor's frames apart."""
+        """Socket identity; the generation keeps a dead predecessor's frames apart. An external
+        replica's is its connection's routing id, which ZeroMQ makes afresh per connection."""
+        if self.host.external:
+            return self.routing_id or b""
         return f"{self.name}#{self.generation}".encode()
 
     @property
+    def linked(self) -> bool:
+        """A process we spawned, or a connection an external host dialled in on."""
+        return self.proc is not None or self.routing_id is not None
+
+    @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.proc.pid if self.proc is not None else self.remote_pid
 
     @property
     def models(self) -> Mapping[str, str]:
@@ -206,11 +231,16 @@ class Supervisor:
     # ------------------------------------------------------------------ spawning
     def start_all(self) -> None:
         for rep in self.replicas:
-            self.spawn(rep)
+            if rep.host.external:
+                rep.last_reason = "waiting for it to dial in"
+            else:
+                self.spawn(rep)
 
     def spawn(self, rep: Replica) -> None:
         """Start a replica's process; its READY message moves it on."""
         host = rep.host
+        if host.external:
+            raise RuntimeError(f"{rep.name} is external: its own machine starts it")
         python = host_python(host, self.config.root)
         rep.generation += 1
         rep.heartbeat, rep.ready_info = {}, {}
@@ -273,6 +303,57 @@ class Supervisor:
             idle_unload_s=host.idle_unload_s,
         )
 
+    # ------------------------------------------------------------------ external replicas
+    def register_external(
+        self, rep: Replica, routing_id: bytes, key_name: str, peer: str, pid: int | None
+    ) -> None:
+        """A host dialled in (or again) on connection ``routing_id``: a new generation starts.
+
+        A link it still had is dropped first, so whatever the old one held fails over: one
+        connection per replica, and no answer from a connection the coordinator left counts.
+        """
+        if rep.routing_id is not None:
+            self._drop_link(rep, "dialled in again on a new connection")
+        rep.generation += 1
+        rep.routing_id, rep.key_name, rep.peer, rep.remote_pid = routing_id, key_name, peer, pid
+        rep.heartbeat, rep.ready_info = {}, {}
+        rep.inflight = rep.streams = 0
+        rep.stop_target = None
+        rep.started_at = rep.last_heartbeat = time.monotonic()
+        self._by_identity[routing_id] = rep
+        self._transition(rep, HostState.STARTING, f"dialled in with key {key_name} from {peer}")
+
+    def _drop_link(self, rep: Replica, reason: str) -> None:
+        """Forget an external replica's connection; the state change fails its work over."""
+        if rep.routing_id is None:
+            return
+        self._by_identity.pop(rep.routing_id, None)
+        rep.routing_id = None
+        rep.last_restart_reason = reason
+        if rep.stop_target is not None or rep.state in (HostState.UNHEALTHY, HostState.STARTING):
+            self._transition(rep, rep.stop_target or HostState.STOPPED, reason)
+            rep.stop_target = None
+        elif rep.state in SERVING:
+            self._transition(rep, HostState.UNHEALTHY, reason)
+
+    def _tick_external(self, rep: Replica, now: float, hb_timeout: float) -> None:
+        """Silent past the heartbeat liveness: link lost (a cut cable or a dead process look the
+        same from here); silent past ``gone_after_s`` more: gone, its slot free again."""
+        if rep.routing_id is not None:
+            if now - rep.last_heartbeat > hb_timeout:
+                self._drop_link(rep, f"silent for {now - rep.last_heartbeat:.1f}s")
+            elif (
+                rep.state is HostState.STARTING and now - rep.started_at > rep.host.ready_timeout_s
+            ):
+                self._drop_link(rep, f"not ready after {rep.host.ready_timeout_s:.0f}s")
+        elif (
+            rep.state is HostState.UNHEALTHY
+            and now - rep.state_since > self.config.remote.gone_after_s
+        ):
+            self._transition(
+                rep, HostState.STOPPED, f"gone: silent for {now - rep.last_heartbeat:.0f}s"
+            )
+
     # ------------------------------------------------------------------ events from the broker
     def on_ready(self, rep: Replica, info: dict[str, Any]) -> None:
         rep.ready_info = info
@@ -292,7 +373,14 @@ class Supervisor:
             self._transition(rep, HostState.READY)
 
     def recycle(self, rep: Replica, reason: str) -> None:
-        """Kill a misbehaving replica now; the exit path restarts it under the policy."""
+        """Kill a misbehaving replica now; the exit path restarts it under the policy.
+
+        An external one is not ours to kill: its link is dropped (its work fails over), it
+        hears no more heartbeats, resets and dials in afresh.
+        """
+        if rep.host.external:
+            self._drop_link(rep, reason)
+            return
         if rep.proc is None or rep.state in (HostState.STOPPED, HostState.FAILED):
             return
         if rep.state in SERVING:
@@ -306,7 +394,15 @@ class Supervisor:
             self._transition(rep, HostState.UNHEALTHY, reason)
 
     def stop(self, rep: Replica, *, target: HostState = HostState.STOPPED) -> None:
-        """Ask, wait, SIGTERM, wait, SIGKILL: the escalation runs in tick()."""
+        """Ask, wait, SIGTERM, wait, SIGKILL: the escalation runs in tick().
+
+        An external replica is asked to drain and leave (its process manager decides what comes
+        next) and is stopped when its link falls silent; when the coordinator itself closes,
+        external hosts are not asked to leave: they dial in to the next coordinator.
+        """
+        if rep.host.external:
+            self._stop_external(rep, target)
+            return
         if rep.proc is None:
             if rep.state is not target and target in _ALLOWED[rep.state]:
                 self._transition(rep, target, "stopped")
@@ -322,8 +418,23 @@ class Supervisor:
         except Exception:  # the socket may already be closed; escalation still runs
             log.debug("shutdown message to %s failed", rep.name, exc_info=True)
 
+    def _stop_external(self, rep: Replica, target: HostState) -> None:
+        if rep.routing_id is None or self.closing:
+            self._by_identity.pop(rep.routing_id or b"", None)
+            rep.routing_id = None
+            if rep.state is not target and target in _ALLOWED[rep.state]:
+                self._transition(rep, target, "coordinator closed" if self.closing else "stopped")
+            return
+        rep.stop_target = target
+        with contextlib.suppress(Exception):  # the socket may already be closed
+            self._send_shutdown(rep)
+        if rep.state in SERVING:
+            self._transition(rep, HostState.UNHEALTHY, "asked to drain and leave")
+
     def start(self, rep: Replica) -> None:
         """Start a stopped or failed replica again (an operator's action)."""
+        if rep.host.external:
+            return  # its own machine's process manager starts it; it dials in by itself
         if rep.proc is None and rep.state in (HostState.STOPPED, HostState.FAILED):
             rep.restart_times.clear()
             rep.consecutive_failures = 0
@@ -343,6 +454,9 @@ class Supervisor:
         now = time.monotonic()
         hb_timeout = self.settings.heartbeat_interval_s * self.settings.heartbeat_liveness
         for rep in self.replicas:
+            if rep.host.external:
+                self._tick_external(rep, now, hb_timeout)
+                continue
             if rep.proc is not None:
                 code = rep.proc.poll()
                 if code is not None:

@@ -88,11 +88,10 @@ class HostRuntime:
         self.drops = DropCounter()
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 10_000)
         self.sock.setsockopt(zmq.RCVHWM, 10_000)
-        self.sock.connect(endpoint)
+        self.connect(endpoint)
         self.engine: Engine | None = None
         self.state = RuntimeState.LOADING
         self.models = ModelTable(
@@ -119,7 +118,24 @@ class HostRuntime:
         self.streams: HostStreams | None = None  # created once the engine is loaded
         self.vad: VadFactory | None = None  # loaded with the engine (the Silero model, if any)
 
+    def new_streams(self) -> None:
+        """A fresh stream table under the current segmenter settings (the VAD follows them: a
+        dial-in host learns its settings from the coordinator only after its engine loaded)."""
+        assert self.engine is not None
+        if self.vad is None or self.vad.settings != self.boot.segmenter:
+            self.vad = VadFactory(self.boot.segmenter)
+        self.streams = HostStreams(self, self.engine, self.boot.segmenter, self.vad)
+
     # ----------------------------------------------------------------- plumbing
+    def connect(self, endpoint: str) -> None:
+        """Connect the socket as the supervisor's child: under the identity it was given."""
+        self.sock.setsockopt(zmq.IDENTITY, self.identity.encode())
+        self.sock.connect(endpoint)
+
+    def decode(self, frames: list[zmq.Frame]) -> Message:
+        """Check and decode one message (raises ProtocolError, counted by the caller)."""
+        return self.codec.decode([f.buffer for f in frames])
+
     def send(self, msg: Message) -> None:
         try:
             self.sock.send_multipart(self.codec.encode(msg), flags=zmq.NOBLOCK, copy=False)
@@ -244,7 +260,7 @@ class HostRuntime:
                 self.exit_code = EXIT_ENGINE_FAILED
                 self.stop()
                 return
-            self.streams = HostStreams(self, self.engine, self.boot.segmenter, self.vad)
+            self.new_streams()
             if self.state is RuntimeState.LOADING:  # not if told to drain or stop meanwhile
                 self.state = RuntimeState.READY
             self.send(self.ready_message())
@@ -389,13 +405,13 @@ class HostRuntime:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.calls.fd, zmq.POLLIN)
-        interval = self.boot.heartbeat_interval_s
         next_beat = time.monotonic()
         while self.state is not RuntimeState.STOPPING:
             now = time.monotonic()
             if now >= next_beat:
                 self.send(self.heartbeat())
-                next_beat = now + interval
+                # Read each time: a dial-in host learns the interval when it registers.
+                next_beat = now + self.boot.heartbeat_interval_s
             timeout = max(0.0, min(next_beat - now, MAX_POLL_INTERVAL_S))
             events = dict(poller.poll(timeout * 1000))
             if self.sock in events:
@@ -422,7 +438,7 @@ class HostRuntime:
                 return
             self.last_heard = time.monotonic()
             try:
-                msg = self.codec.decode([f.buffer for f in frames])
+                msg = self.decode(frames)
             except OrchestratorError as exc:
                 self.drops.add(exc)  # counted, reported in heartbeats, never fatal
                 continue

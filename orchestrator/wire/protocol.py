@@ -85,6 +85,8 @@ class Kind(enum.StrEnum):
     CONTROL = "control"  # client -> coordinator: admin actions (stop/start a host, load a model)
     CONTROL_REPLY = "control_reply"  # coordinator -> client; host -> coordinator for MODEL
     MODEL = "model"  # coordinator -> host: load or unload one model
+    HELLO = "hello"  # external host -> coordinator over Curve: "register me" (wire.dialin)
+    WELCOME = "welcome"  # coordinator -> external host: its replica, the signing key, timings
 
 
 _KINDS = {k.value.encode(): k for k in Kind}

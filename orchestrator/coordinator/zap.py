@@ -1,0 +1,128 @@
+"""The ZAP handler: who may open a TCP connection to this coordinator (RFC 27, ZeroMQ's own).
+
+libzmq asks the handler bound at ``inproc://zeromq.zap.01`` of a context about every handshake
+on a socket with a ZAP domain. This one runs on the broker's thread (its socket sits in the
+broker's poller), so its counters are plain state the health snapshot reads:
+
+- ``CURVE``: the client's public key must be in the domain's allow-list (``hosts`` for hosts
+  dialling in, ``clients`` for remote clients); the reply's User-Id is the key's name, which the
+  broker reads back from every message of that connection.
+- ``NULL`` (plaintext): only where plaintext was asked for, and only from a loopback address.
+- anything else (PLAIN passwords, GSSAPI): refused.
+
+Bind it before any Curve socket binds: with no handler, libzmq lets every client key in.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import zmq
+import zmq.utils.z85
+
+log = logging.getLogger("orchestrator.coordinator.zap")
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_VERSION = b"1.0"
+#: Refused connections remembered (by address) for health, newest last.
+RECENT_REFUSALS = 16
+
+
+class ZapHandler:
+    """Answers ZAP requests from the allow-lists; counts what it accepted and refused."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        allow_lists: Mapping[str, Mapping[bytes, str]],
+        *,
+        plaintext_domains: frozenset[str] = frozenset(),
+    ) -> None:
+        # Allow-lists hold Z85 text (as in key files); ZAP hands over the raw 32 bytes.
+        self._allowed = {
+            domain: {zmq.utils.z85.decode(public): name for public, name in keys.items()}
+            for domain, keys in allow_lists.items()
+        }
+        self._plaintext = plaintext_domains
+        self.sock: zmq.Socket[Any] = ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(ZAP_ENDPOINT)
+        self.accepted: collections.Counter[str] = collections.Counter()
+        self.refused: collections.Counter[str] = collections.Counter()
+        self.recent_refusals: collections.deque[dict[str, str]] = collections.deque(
+            maxlen=RECENT_REFUSALS
+        )
+
+    def handle_pending(self) -> None:
+        """Answer every waiting request (the broker calls this when the socket is readable)."""
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.sock.send_multipart(self.answer(frames))
+
+    def answer(self, frames: list[bytes]) -> list[bytes]:
+        """The reply frames for one request (pure apart from the counters: unit-tested)."""
+        if len(frames) < 6 or frames[0] != ZAP_VERSION:
+            request_id = frames[1] if len(frames) > 1 else b""
+            return self._refuse(request_id, "?", "?", "malformed ZAP request", "malformed")
+        _, request_id, domain_b, address_b, _identity, mechanism = frames[:6]
+        credentials = frames[6:]
+        domain, address = domain_b.decode(errors="replace"), address_b.decode(errors="replace")
+        if mechanism == b"CURVE" and len(credentials) == 1:
+            name = self._allowed.get(domain, {}).get(credentials[0])
+            if name is None:
+                key = (
+                    zmq.utils.z85.encode(credentials[0]).decode()
+                    if len(credentials[0]) == 32
+                    else "?"
+                )
+                return self._refuse(
+                    request_id, domain, address, f"unknown key {key}", "unknown_key"
+                )
+            return self._accept(request_id, domain, name)
+        if mechanism == b"NULL":
+            if domain in self._plaintext and _is_loopback(address):
+                return self._accept(request_id, domain, "plaintext-loopback")
+            return self._refuse(
+                request_id, domain, address, "plaintext not allowed here", "plaintext"
+            )
+        return self._refuse(
+            request_id, domain, address, f"mechanism {mechanism!r} not supported", "mechanism"
+        )
+
+    def _accept(self, request_id: bytes, domain: str, name: str) -> list[bytes]:
+        self.accepted[domain] += 1
+        return [ZAP_VERSION, request_id, b"200", b"OK", name.encode(), b""]
+
+    def _refuse(
+        self, request_id: bytes, domain: str, address: str, why: str, reason: str
+    ) -> list[bytes]:
+        self.refused[reason] += 1
+        self.recent_refusals.append({"domain": domain, "address": address, "reason": why})
+        log.warning("refused a %s connection from %s: %s", domain, address, why)
+        return [ZAP_VERSION, request_id, b"400", why.encode()[:255], b"", b""]
+
+    def stats(self) -> dict[str, Any]:
+        """This handler's part of health: never a key, only names, counts and addresses."""
+        return {
+            "accepted": dict(self.accepted),
+            "refused": dict(self.refused),
+            "refused_total": sum(self.refused.values()),
+            "recent_refusals": list(self.recent_refusals),
+        }
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
