@@ -104,5 +104,5 @@ def bench(session: nox.Session) -> None:
     nox -s bench -- --full      the long one; also --out FILE, --only GROUP ...
     Real-host rows need the host envs (`nox -s hosts`); without them they are skipped, not failed.
     """
-    session.install("-e", ".[vad]")
+    session.install("-e", ".[vad,http]", "httpx")  # the http group drives the HTTP face
     session.run("python", "-m", "bench", *session.posargs)

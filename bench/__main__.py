@@ -24,6 +24,7 @@ from bench import (
     decoding,
     failover,
     hostenvs,
+    http_face,
     longform,
     realhosts,
     remote,
@@ -42,6 +43,7 @@ RESULTS_DIR = Path("bench-results")
 #: Run order: cheap and self-contained first, the real stacks (tens of seconds each) last.
 GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "routing": routing.run,
+    "http": http_face.run,
     "vad": vad.run,
     "resample": resampling.run,
     "decode": decoding.run,
@@ -56,7 +58,7 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
 }
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
-    "routing", "isolation", "failover", "cold start", "envs", "scale", "streaming", "longform",
+    "routing", "http", "isolation", "failover", "cold start", "envs", "scale", "streaming", "longform",
     "vad", "resample", "decode", "remote",
 )  # fmt: skip
 

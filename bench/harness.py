@@ -212,7 +212,7 @@ class Child:
 
 
 @contextlib.contextmanager
-def standalone(raw: Mapping[str, Any]) -> Iterator[tuple[Child, Path]]:
+def standalone(raw: Mapping[str, Any], *serve_args: str) -> Iterator[tuple[Child, Path]]:
     """``python -m orchestrator serve`` on a config file: the child and its connection file."""
     runtime = Path(raw["coordinator"]["runtime_dir"])
     runtime.mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,8 @@ def standalone(raw: Mapping[str, Any]) -> Iterator[tuple[Child, Path]]:
     path.write_text(to_toml(raw))
     try:
         with Child(
-            ["-m", "orchestrator", "serve", "--config", str(path)], ready_prefix="status:"
+            ["-m", "orchestrator", "serve", "--config", str(path), *serve_args],
+            ready_prefix="status:",
         ) as child:
             line = next(x for x in child.lines if x.startswith("connection file:"))
             yield child, Path(line.split(":", 1)[1].strip())

@@ -20,10 +20,12 @@ The coordinator (and with it every model host) starts and stops with the app. En
   A malformed frame gets an error event and nothing else: the connection and the other sources
   go on. Send the text message ``{"type": "stop"}`` to end the audio: every source's last final
   follows, then ``{"type": "closed", "source": ...}`` per source.
-- ``GET /health``: the coordinator's health snapshot plus ``status`` (ready, degraded or down;
-  HTTP 503 when down).
+- the coordinator's HTTP face (``orchestrator.http``), mounted beside the WebSocket:
+  ``POST /v1/audio/transcriptions`` (OpenAI's API: files, SSE streaming), ``GET /v1/models``,
+  ``GET /health`` (the health snapshot plus ``status``: ready, degraded or down; HTTP 503 when
+  down) and ``GET /metrics``.
 
-Needs ``fastapi``, ``uvicorn`` and ``websockets`` besides the orchestrator.
+Needs the ``examples`` extra (FastAPI, uvicorn, python-multipart, websockets).
 """
 
 from __future__ import annotations
@@ -40,14 +42,13 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 
 from orchestrator.client import AsyncClient, AsyncStream, StreamEvent
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import load_config
-from orchestrator.coordinator.health import overall_status
 from orchestrator.echopanel import FrameError, Source, parse_frame
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.http import HttpFace
 
 #: EchoPanel captures and sends 16 kHz audio; its frames do not say so themselves.
 SAMPLE_RATE_HZ = 16_000
@@ -81,24 +82,22 @@ def create_app(
         word_timestamps = os.environ.get(WORD_TIMESTAMPS_ENV) == "1"
     options = {"word_timestamps": True} if word_timestamps else {}
 
+    coordinator = Coordinator(config)
+    # The coordinator's OpenAI-compatible HTTP face (/v1/..., /health, /metrics), mounted below
+    # the WebSocket route and served through the same client.
+    face = HttpFace.for_coordinator(coordinator)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Coordinator(config) as coordinator:
+        async with coordinator:
             app.state.client = coordinator.client()
             try:
-                yield
+                async with face.serving(app.state.client):
+                    yield
             finally:
                 await app.state.client.aclose()
 
     app = FastAPI(title="EchoPanel transcription", lifespan=lifespan)
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        snapshot = await app.state.client.health()
-        status = overall_status(snapshot)
-        return JSONResponse(
-            {"status": status, **snapshot}, status_code=503 if status == "down" else 200
-        )
 
     @app.websocket("/ws")
     async def panel(websocket: WebSocket) -> None:
@@ -119,6 +118,7 @@ def create_app(
         finally:
             await session.close()
 
+    app.mount("/", face.app)  # last: the routes above take precedence
     return app
 
 

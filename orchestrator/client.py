@@ -61,6 +61,9 @@ MAX_MESSAGES_PER_WAKE = 1000
 SEND_RETRY_INTERVAL_S = 0.001
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
+#: A model load or unload may take a big model's load time; the coordinator bounds it too
+#: (``model_op_timeout_s``) and answers with the reason.
+MODEL_OP_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class Timings:
     queued_s: float
     compute_s: float
     total_s: float
+    #: Time the host spent loading the model for this request (an on-demand or unloaded model).
+    load_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +191,21 @@ class _Core:
             header["host"] = host  # pinned: no failover to another host
         return sid, Message(Kind.STREAM_OPEN, header)
 
+    def control_message(
+        self, action: str, host: str, model: str | None = None
+    ) -> tuple[str, Message]:
+        rid = self.new_id()
+        header: dict[str, Any] = {"id": rid, "action": action, "host": host}
+        if model is not None:
+            header["model"] = model
+        return rid, Message(Kind.CONTROL, header)
+
+    @staticmethod
+    def control_reply(msg: Message) -> dict[str, Any]:
+        if msg.kind is Kind.ERROR:
+            raise error_from_wire(msg.header.get("error") or {})
+        return {k: v for k, v in msg.header.items() if k != "id"}
+
     @staticmethod
     def chunk_payload(chunk: bytes | bytearray | memoryview | np.ndarray, fmt: str) -> bytes:
         if isinstance(chunk, np.ndarray):
@@ -221,6 +241,7 @@ class _Core:
                 float(t.get("queued_s", 0)),
                 float(t.get("compute_s", 0)),
                 float(t.get("total_s", 0)),
+                float(t.get("load_s", 0)),
             ),
             attempts=int(header.get("attempts", 1)),
             prompt_tokens=body.get("prompt_tokens"),
@@ -490,12 +511,23 @@ class AsyncClient(_ClientBase):
 
     async def control(self, action: str, host: str, timeout: float = 5.0) -> None:
         """Operator action on a host's replicas: "stop", "start" or "restart"."""
-        rid = self._core.new_id()
-        reply = await self._request(
-            rid, Message(Kind.CONTROL, {"id": rid, "action": action, "host": host}), timeout
-        )
-        if reply.kind is Kind.ERROR:
-            raise error_from_wire(reply.header.get("error") or {})
+        rid, msg = self._core.control_message(action, host)
+        self._core.control_reply(await self._request(rid, msg, timeout))
+
+    async def load_model(
+        self, model: str, *, host: str, timeout: float = MODEL_OP_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """Load ``model`` on every replica of ``host`` now; each replica's outcome (load_s)."""
+        rid, msg = self._core.control_message("load", host, model)
+        return self._core.control_reply(await self._request(rid, msg, timeout))
+
+    async def unload_model(
+        self, model: str, *, host: str, timeout: float = MODEL_OP_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """Unload ``model`` on every replica of ``host`` (its memory returned); the next request
+        loads it again. Refused (BadRequestError) on a replica that is using it."""
+        rid, msg = self._core.control_message("unload", host, model)
+        return self._core.control_reply(await self._request(rid, msg, timeout))
 
     def stream(
         self, *, model: str, sample_rate: int, format: str = "pcm16", **options: Any
@@ -677,11 +709,23 @@ class Client(_ClientBase):
         return dict(self._wait(rid, timeout).header["health"])
 
     def control(self, action: str, host: str, timeout: float = 5.0) -> None:
-        rid = self._core.new_id()
-        self._send(Message(Kind.CONTROL, {"id": rid, "action": action, "host": host}))
-        reply = self._wait(rid, timeout)
-        if reply.kind is Kind.ERROR:
-            raise error_from_wire(reply.header.get("error") or {})
+        rid, msg = self._core.control_message(action, host)
+        self._send(msg)
+        self._core.control_reply(self._wait(rid, timeout))
+
+    def load_model(
+        self, model: str, *, host: str, timeout: float = MODEL_OP_TIMEOUT_S
+    ) -> dict[str, Any]:
+        rid, msg = self._core.control_message("load", host, model)
+        self._send(msg)
+        return self._core.control_reply(self._wait(rid, timeout + REPLY_GRACE_S))
+
+    def unload_model(
+        self, model: str, *, host: str, timeout: float = MODEL_OP_TIMEOUT_S
+    ) -> dict[str, Any]:
+        rid, msg = self._core.control_message("unload", host, model)
+        self._send(msg)
+        return self._core.control_reply(self._wait(rid, timeout + REPLY_GRACE_S))
 
     def stream(
         self, *, model: str, sample_rate: int, format: str = "pcm16", **options: Any

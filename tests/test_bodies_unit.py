@@ -139,16 +139,28 @@ def test_control_and_health() -> None:
     assert Control.from_header(header).to_header() == header
     assert Control.from_header({"id": 1}) == Control(1, "", "")
     assert code_of(lambda: Control.from_header({"action": 1, "host": "h"})) == ErrorCode.BAD_REQUEST
+    load = {"id": "d", "action": "load", "host": "legacy_host", "model": "whisper"}
+    assert Control.from_header(load).model == "whisper"
+    assert Control.from_header(load).to_header() == load
+    assert code_of(lambda: Control.from_header({**load, "model": 3})) == ErrorCode.BAD_REQUEST
     assert HealthRequest.from_header({"id": 7}).to_header() == {"id": 7}
 
 
 def test_host_result() -> None:
-    header = {"id": "3", "result": {"text": "hi"}, "host_queued_s": 0.5, "compute_s": 2}
+    header = {
+        "id": "3",
+        "result": {"text": "hi"},
+        "host_queued_s": 0.5,
+        "load_s": 1.25,
+        "compute_s": 2,
+    }
     body = HostResult.from_header(header)
-    assert (body.host_queued_s, body.compute_s) == (0.5, 2.0)
+    assert (body.host_queued_s, body.load_s, body.compute_s) == (0.5, 1.25, 2.0)
     assert list(body.to_header()) == list(header)
     assert HostResult.from_header({"id": "3"}).compute_s == 0.0
-    for bad in ("x", None, float("nan"), True):
-        assert code_of(lambda b=bad: HostResult.from_header({"id": "3", "compute_s": b})) == (
-            ErrorCode.BAD_REQUEST
-        )
+    assert HostResult.from_header({"id": "3"}).load_s == 0.0
+    for field in ("compute_s", "load_s"):
+        for bad in ("x", None, float("nan"), True):
+            assert code_of(lambda f=field, b=bad: HostResult.from_header({"id": "3", f: b})) == (
+                ErrorCode.BAD_REQUEST
+            )

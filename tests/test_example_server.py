@@ -14,7 +14,6 @@ import json
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,15 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from cli_support import cli_env
 from examples.echopanel_server import create_app
+from http_support import UvicornThread
+from orchestrator.audio.wav import write_wav
 from orchestrator.echopanel import Mode, Source, build_frame
 from stream_support import CHUNK_MS, SpeechLike, check_finals, check_partials, speech_like
-from support import FAST_COORDINATOR, FAST_RESTART, SYNTHETIC, assert_gone, wait_for
+from support import (
+    FAST_COORDINATOR,
+    FAST_RESTART,
+    SYNTHETIC,
+    assert_fingerprint,
+    assert_gone,
+    tone_pcm16,
+    wait_for,
+)
 
 END_SILENCE_MS = 400
 SERVER_START_TIMEOUT_S = 60.0
@@ -65,37 +74,12 @@ def write_config(folder: Path) -> Path:
     return path
 
 
-class Server:
-    """uvicorn serving the example app in a thread, on a socket bound before it starts."""
+class Server(UvicornThread):
+    """The example app under uvicorn in a thread (see http_support)."""
 
     def __init__(self, config_path: Path) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         # Word timing on: the synthetic engine times its words, so they reach the panel's JSON.
-        app = create_app(config_path, model="echo", word_timestamps=True)
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, name="uvicorn"
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not self.server.started:
-            assert self.thread.is_alive(), "the server stopped during start-up (see its log)"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
-        assert not self.thread.is_alive()
+        super().__init__(create_app(config_path, model="echo", word_timestamps=True))
 
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
         return self.get_from(self.url, path)
@@ -377,3 +361,16 @@ def _listening_port(lines: queue.SimpleQueue[str]) -> int:
             if found:
                 return int(found.group(1))
     raise AssertionError("the server did not say where it listens")
+
+
+def test_the_http_face_is_mounted_beside_the_websocket(server: Server) -> None:
+    """The example serves the coordinator's OpenAI-compatible API through the same client."""
+    sdk = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in sdk.models.list()] == ["echo"]
+    pcm = tone_pcm16(16_000, seed=4)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "clip.wav"
+        write_wav(path, pcm.astype(np.float32) / 32768.0, 16_000)
+        with path.open("rb") as audio:
+            text = sdk.audio.transcriptions.create(model="echo", file=audio, response_format="text")
+    assert_fingerprint(text, pcm)

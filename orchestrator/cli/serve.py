@@ -22,6 +22,7 @@ from orchestrator.coordinator.health import overall_status
 from orchestrator.wire.errors import ConfigError
 
 if TYPE_CHECKING:
+    from orchestrator.cli.http_server import HttpServer
     from orchestrator.coordinator import Coordinator
     from orchestrator.coordinator.metrics import MetricsServer
 
@@ -42,6 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--endpoint",
         default=None,
         help="client endpoint: 'ipc' (a private socket, the default) or tcp://127.0.0.1:PORT",
+    )
+    parser.add_argument(
+        "--http",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve the OpenAI-compatible HTTP API here, e.g. 127.0.0.1:8000 (port 0: any "
+        "free port, printed); a non-loopback host needs allow_remote = true",
+    )
+    parser.add_argument(
+        "--api-keys-file",
+        default=None,
+        help="with --http: a file of API keys, one per line; calls then need 'Bearer KEY' "
+        "(default: [http] api_keys_file)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -76,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         args.log_level or logs.DEFAULT_LIBRARY_LEVEL,
         args.log_format or config.coordinator.log_format,
     )
+    if args.http:  # a bad address is refused before any host starts
+        _http_module().parse_address(args.http, config.coordinator.allow_remote)
     stop = StopRequested()
     stop.install()  # before the hosts start: a signal during start-up still stops them cleanly
     # A standalone coordinator always listens publicly: --endpoint, else the config's, else ipc.
@@ -104,10 +120,19 @@ def run(args: argparse.Namespace) -> int:
         log.info("hosts settled in %.1fs", time.monotonic() - began)
         if port is not None:
             metrics_server = start_metrics(coord, port)
-        _print_listening(coord, coord.health(), metrics_server.url if metrics_server else None)
-        while not stop.event.wait(SIGNAL_POLL_INTERVAL_S):
-            pass
-        log.info("%s received: stopping every host", stop.signal_name)
+        http = _http_server(coord, args) if args.http else None
+        _print_listening(
+            coord,
+            coord.health(),
+            metrics_server.url if metrics_server else None,
+            http.url if http else None,
+        )
+        if http is not None:
+            http.run()  # until SIGINT/SIGTERM, which uvicorn handles, then hands on to ours
+        else:
+            while not stop.event.wait(SIGNAL_POLL_INTERVAL_S):
+                pass
+        log.info("%s received: stopping every host", stop.signal_name or "signal")
     finally:
         if metrics_server is not None:
             metrics_server.close()
@@ -115,6 +140,22 @@ def run(args: argparse.Namespace) -> int:
         if started:
             print("coordinator stopped", flush=True)
     return EXIT_OK
+
+
+def _http_module() -> ModuleType:
+    """``orchestrator.cli.http_server``, or the fix when the http extra is missing."""
+    try:
+        from orchestrator.cli import http_server
+    except ImportError as exc:
+        raise ConfigError(
+            f"--http needs the http extra ({exc}) (fix: pip install 'orchestrator[http]')"
+        ) from None
+    return http_server
+
+
+def _http_server(coord: Coordinator, args: argparse.Namespace) -> HttpServer:
+    """The HTTP face, its socket bound now so a busy port fails before anything is printed."""
+    return _http_module().HttpServer.bind(coord, args.http, api_keys_file=args.api_keys_file)
 
 
 def start_and_settle(
@@ -158,10 +199,17 @@ def start_metrics(coord: Coordinator, port: int) -> MetricsServer:
     return metrics_module().start_metrics(coord, port)
 
 
-def _print_listening(coord: Coordinator, health: dict[str, Any], metrics_url: str | None) -> None:
+def _print_listening(
+    coord: Coordinator,
+    health: dict[str, Any],
+    metrics_url: str | None,
+    http_url: str | None = None,
+) -> None:
     """Where clients connect; tests and scripts read these lines, so keep their prefixes."""
     print(f"endpoint: {coord.public_endpoint}")
     print(f"connection file: {coord.connection_file}")
+    if http_url:
+        print(f"http: {http_url}")
     if metrics_url:
         print(f"metrics: {metrics_url}")
     print("hosts: " + ", ".join(f"{r['name']} {r['state']}" for r in health["replicas"]))

@@ -22,6 +22,7 @@ import zmq
 from orchestrator.call_queue import CallQueue
 from orchestrator.coordinator.config import Config, resolve_config_path
 from orchestrator.coordinator.health import snapshot
+from orchestrator.coordinator.model_ops import MODEL_ACTIONS, ModelOpTable
 from orchestrator.coordinator.outbox import Outbox, reply_error
 from orchestrator.coordinator.remote import RemoteHosts
 from orchestrator.coordinator.requests import RequestTable
@@ -96,6 +97,7 @@ class Broker:
         tables = (self.settings, self.router, self.supervisor, self.outbox)
         self.requests = RequestTable(*tables)
         self.streams = StreamTable(*tables)
+        self.model_ops = ModelOpTable(self.settings, self.router, self.outbox)
         self.started = time.monotonic()
         self.calls = CallQueue()
         self.running = False
@@ -209,6 +211,7 @@ class Broker:
                 self.supervisor.tick()
                 self.requests.tick(now)
                 self.streams.tick(now)
+                self.model_ops.tick(now)
                 next_tick = now + tick_s
         self.calls.run_pending()
 
@@ -217,6 +220,7 @@ class Broker:
         self.supervisor.stop_all()
         self.requests.close_all("coordinator shut down")
         self.streams.close_all("coordinator shut down")
+        self.model_ops.close_all("coordinator shut down")
         self.clients.close(linger=100)
         self.hosts.close(linger=0)
         if self.remote is not None:
@@ -280,7 +284,8 @@ class Broker:
             raise BadRequestError(f"clients may not send {kind}")
 
     def _on_control(self, client: bytes, msg: Message) -> None:
-        """Operator actions: stop or start a host's replicas (also how tests fail a host).
+        """Operator actions: stop, start or restart a host's replicas (also how tests fail a
+        host), or load or unload a model on them (answered by the model-op table).
 
         On an external host, ``stop`` asks each replica to drain and leave, ``restart`` drops its
         link (it dials in afresh) and ``start`` is its own machine's business.
@@ -288,14 +293,18 @@ class Broker:
         body = Control.from_header(msg.header)
         action, host = body.action, body.host
         replicas = self.router.replicas_of(host)
-        if action not in CONTROL_ACTIONS:
+        if action not in CONTROL_ACTIONS and action not in MODEL_ACTIONS:
             raise BadRequestError(
-                f"unknown control action {action!r} (fix: one of {', '.join(CONTROL_ACTIONS)})"
+                f"unknown control action {action!r} "
+                f"(fix: one of {', '.join((*CONTROL_ACTIONS, *MODEL_ACTIONS))})"
             )
         if not replicas:
             raise BadRequestError(
                 f"no host named {host!r} (fix: one of {', '.join(sorted(self.config.hosts))})"
             )
+        if action in MODEL_ACTIONS:
+            self.model_ops.on_client_control(client, body)
+            return
         if action == "start" and replicas[0].host.external:
             raise BadRequestError(
                 f"{host} is external: its machine's process manager starts it "
@@ -324,6 +333,8 @@ class Broker:
             self.supervisor.on_ready(rep, msg.header)
             self.streams.on_replica_ready(rep)
             self.requests.drain_pending()
+        elif kind is Kind.CONTROL_REPLY or (kind is Kind.ERROR and msg.header.get("control")):
+            self.model_ops.on_host_reply(rep, msg)
         elif kind is Kind.STREAM_EVENT or (kind is Kind.ERROR and msg.header.get("sid")):
             self.streams.on_host_event(rep, msg)
         elif kind in (Kind.RESULT, Kind.ERROR) and msg.header.get("id") is not None:
@@ -350,3 +361,4 @@ class Broker:
     def _replica_lost(self, rep: Replica, reason: str) -> None:
         self.requests.on_replica_lost(rep, reason)
         self.streams.on_replica_lost(rep, reason)
+        self.model_ops.on_replica_lost(rep, reason)

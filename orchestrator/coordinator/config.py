@@ -128,6 +128,9 @@ class HostConfig:
     memory_limit_mb: int = bounded(0, NON_NEGATIVE)
     #: A draining replica is recycled after this long even if streams still use it.
     drain_timeout_s: float = _seconds(30.0)
+    #: An on-demand model nobody used this long is unloaded and its memory returned (the next
+    #: request loads it again); 0 keeps loaded models until the host stops.
+    idle_unload_s: float = bounded(0.0, Range(0, DAY_S))
     restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
     env_vars: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Started elsewhere (systemd, launchd, Kubernetes) and dialling in to ``[remote] listen``:
@@ -172,6 +175,8 @@ class CoordinatorSettings:
     max_message_bytes: int = bounded(DEFAULT_MAX_MESSAGE_BYTES, Range(4096, 2**31 - 1))
     max_audio_s: float = _seconds(600.0)
     max_streams: int = bounded(256, Range(1, 100_000))
+    #: An operator's model load or unload waits this long for every replica's answer.
+    model_op_timeout_s: float = _seconds(300.0)
     #: A stream whose host died waits this long for another replica before it fails.
     stream_failover_timeout_s: float = _seconds(30.0)
     #: A stream with no audio or close for this long is closed (its client is presumed gone).
@@ -182,6 +187,24 @@ class CoordinatorSettings:
     tick_interval_s: float = _seconds(0.05, high=10.0)
     log_format: str = "text"
     metrics_port: int = bounded(0, Range(0, 65535))
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpSettings:
+    """The OpenAI-compatible HTTP face (``serve --http``, ``orchestrator.http``): the ``[http]``
+    table."""
+
+    #: Uploads over this many bytes are refused with 413 before they are read whole.
+    max_upload_bytes: int = bounded(25 * 1024 * 1024, AT_LEAST_ONE)
+    #: Uploads received and transcribed at once; one more is refused with 429.
+    max_concurrent_uploads: int = bounded(8, Range(1, 100_000))
+    #: The Retry-After (seconds) sent with a 429.
+    retry_after_s: int = bounded(1, Range(0, 3600))
+    #: A file of API keys, one per line; when set, every /v1 call needs ``Authorization: Bearer
+    #: KEY``. Empty: no keys (the face listens on loopback unless told otherwise).
+    api_keys_file: str = ""
+    #: Audio streamed to the coordinator per message for ``stream=true`` answers.
+    stream_chunk_ms: int = bounded(200, Range(10, 10_000))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +233,7 @@ class Config:
     hosts: Mapping[str, HostConfig]
     models: Mapping[str, ModelRoute]
     segmenter: SegmenterSettings = dataclasses.field(default_factory=SegmenterSettings)
+    http: HttpSettings = dataclasses.field(default_factory=HttpSettings)
     remote: RemoteSettings = dataclasses.field(default_factory=RemoteSettings)
     source: str = "<memory>"
     #: The project root whose envs/ and hosts/ the host envs are looked up in.
@@ -243,7 +267,10 @@ def config_from_dict(
 ) -> Config:
     """Build a Config from already-parsed TOML data (tests use this directly)."""
     _check_keys(
-        raw, {"coordinator", "hosts", "models", "segmenter", "restart", "remote"}, source, ""
+        raw,
+        {"coordinator", "hosts", "models", "segmenter", "restart", "remote", "http"},
+        source,
+        "",
     )
     default_restart = _build(RestartPolicy, raw.get("restart", {}), source, "restart")
     hosts: dict[str, HostConfig] = {}
@@ -261,6 +288,7 @@ def config_from_dict(
         hosts=hosts,
         models=models,
         segmenter=_build(SegmenterSettings, raw.get("segmenter", {}), source, "segmenter"),
+        http=_build(HttpSettings, raw.get("http", {}), source, "http"),
         remote=remote,
         source=source,
         root=str(root or _project_root()),

@@ -49,6 +49,8 @@ def replica_health(rep: Replica, now: float) -> dict[str, Any]:
         "vad": rep.ready_info.get("vad"),
         "vad_fallback": rep.ready_info.get("vad_fallback"),
         "models": dict(rep.models),
+        "on_demand": dict(rep.ready_info.get("on_demand", {})),
+        "idle_unload_s": rep.host.idle_unload_s,
         "unavailable": dict(rep.ready_info.get("unavailable", {})),
         "versions": versions,
         "timings": rep.ready_info.get("timings", {}),
@@ -74,15 +76,18 @@ def snapshot(
     replica_rows = [replica_health(r, now) for r in replicas]
     models: dict[str, Any] = {}
     for route in config.models.values():
-        ready = [
-            r["name"]
-            for r in replica_rows
-            if r["host"] in route.hosts and r["state"] in SERVING and route.name in r["models"]
-        ]
+        serving = [r for r in replica_rows if r["host"] in route.hosts and r["state"] in SERVING]
         models[route.name] = {
             "hosts": list(route.hosts),
             "aliases": list(route.aliases),
-            "ready": ready,
+            # Ready: can serve it now, loaded or loadable at its next request (on demand, or
+            # unloaded when idle); loaded: in memory now.
+            "ready": [
+                r["name"]
+                for r in serving
+                if route.name in r["models"] or route.name in r["on_demand"]
+            ],
+            "loaded": [r["name"] for r in serving if route.name in r["models"]],
         }
     me = psutil.Process(os.getpid())
     return {

@@ -242,6 +242,7 @@ class RequestTable:
     def _result_message(req: Request, rep: Replica, result: HostResult) -> Message:
         timings = {
             "queued_s": req.dispatched_at - req.received + result.host_queued_s,
+            "load_s": result.load_s,
             "compute_s": result.compute_s,
             "total_s": time.monotonic() - req.received,
         }

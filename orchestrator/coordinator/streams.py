@@ -325,7 +325,12 @@ class StreamTable:
         event["host"] = rep.host.name
         if kind == EventType.PROGRESS:
             self._confirm(stream, int(header.get("confirmed_sample", stream.buffer_start)))
-            return  # bookkeeping between host and coordinator only
+            # The client learns how far audio is confirmed, so one feeding a file faster than
+            # real time can stay within the unconfirmed-audio bound (max_audio_s).
+            self._emit(
+                stream, {"type": EventType.PROGRESS, "confirmed_sample": stream.buffer_start}
+            )
+            return
         if kind == EventType.FINAL:
             self._confirm(stream, int(header.get("end_sample", stream.buffer_start)))
             stream.samples_in_finals += int(header.get("n_samples", 0))

@@ -300,6 +300,7 @@ class Supervisor:
             # the client was allowed to send must not become one the host drops.
             max_message_bytes=self.settings.max_message_bytes + MAX_HEADER_BYTES,
             segmenter=self.config.segmenter,
+            idle_unload_s=host.idle_unload_s,
         )
 
     # ------------------------------------------------------------------ external replicas

@@ -17,6 +17,9 @@ Writing an engine::
         def load(self, spec: ModelSpec) -> None:
             self._models[spec.name] = my_stack.load(spec.ref)
 
+        def unload(self, model: str) -> None:
+            del self._models[model]        # and give the memory back (see Engine.unload)
+
         def transcribe(self, model, audio, options) -> EngineResult:
             out = self._models[model].run(audio)
             return EngineResult(text=out.text, language=out.language)
@@ -79,7 +82,11 @@ class Engine(abc.ABC):
         """Transcribe mono float32 audio at ENGINE_SAMPLE_RATE, values in [-1, 1]."""
 
     def runs_inline(self, options: Mapping[str, Any]) -> bool:
-        """Whether this request may run on the host's socket thread (see ``inline``)."""
+        """Whether this request may run on the host's socket thread (see ``inline``).
+
+        Only the transcript's cost counts here: the runtime asks this only of a request whose
+        model is loaded now, and one that must load its model first always goes to the pool.
+        """
         return self.inline
 
     def warmup(self, model: str) -> None:
@@ -98,6 +105,17 @@ class Engine(abc.ABC):
     def versions(self) -> dict[str, str]:
         """Versions of the packages that matter, read from inside this env."""
         return package_versions(self.reported_packages)
+
+    def unload(self, model: str) -> None:
+        """Free one model's memory for real: the next ``transcribe`` of it needs a ``load``.
+
+        Called only when no request or stream is using the model. Engines drop every reference
+        to it and return the memory to the system (their framework's cache, the allocator), so
+        the host's RSS falls. The default refuses: an engine that cannot unload says so.
+        """
+        raise BadRequestError(
+            f"engine {self.name!r} cannot unload models; restart its host instead", model=model
+        )
 
     def close(self) -> None:
         """Release models before the host exits. Default: nothing to do."""

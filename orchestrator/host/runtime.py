@@ -39,7 +39,8 @@ import zmq
 from orchestrator.audio.pcm import decode_payload
 from orchestrator.audio.resample import resample
 from orchestrator.call_queue import CallQueue
-from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, ModelSpec, load_engine_class
+from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, load_engine_class
+from orchestrator.host.models import ModelTable
 from orchestrator.host.streams import HostStreams
 from orchestrator.host.vad import VadFactory
 from orchestrator.wire.bodies import HostResult, TranscribeRequest
@@ -53,9 +54,7 @@ from orchestrator.wire.errors import (
     BadRequestError,
     DeadlineExceededError,
     InternalError,
-    ModelUnavailableError,
     OrchestratorError,
-    UnknownModelError,
 )
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, error_message
 from orchestrator.wire.sockets import send_frames, waiting_messages
@@ -64,6 +63,8 @@ log = logging.getLogger("orchestrator.host")
 
 #: How often the main loop wakes up at least, and checks at most, whether it is orphaned.
 MAX_POLL_INTERVAL_S = 0.1
+#: How often loaded on-demand models are checked against ``idle_unload_s``.
+IDLE_CHECK_INTERVAL_S = 1.0
 #: Messages read per turn of the main loop before heartbeats and completions get their turn.
 MAX_MESSAGES_PER_TURN = 200
 _PR_SET_PDEATHSIG = 1
@@ -98,12 +99,17 @@ class HostRuntime:
         self.connect(endpoint)
         self.engine: Engine | None = None
         self.state = RuntimeState.LOADING
-        self.models: dict[str, ModelSpec] = {}
-        self.unavailable: dict[str, str] = {}
-        #: Models loaded at their first request rather than before READY.
-        self.on_demand: dict[str, ModelSpec] = {m.name: m for m in boot.models if m.on_demand}
+        self.models = ModelTable(
+            boot.models,
+            identity=identity,
+            warmup=boot.warmup,
+            idle_unload_s=boot.idle_unload_s,
+            # Models changed: tell the coordinator (from the main thread, which owns the socket).
+            on_change=lambda: self.call_soon(self.announce_models),
+        )
         self.load_timings: dict[str, float] = {}
-        self._load_lock = threading.Lock()
+        self._reaping: set[str] = set()  # idle unloads submitted and not yet done
+        self._next_idle_check = 0.0
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=boot.engine_threads, thread_name_prefix="engine"
         )
@@ -193,46 +199,68 @@ class HostRuntime:
             self.errors += 1
         reply(result, error)
 
-    # ----------------------------------------------------------------- start-up
-    def load_model(self, engine: Engine, spec: ModelSpec) -> float:
-        """Load (and warm up) one model on the calling worker thread; returns seconds taken."""
-        started = time.monotonic()
-        try:
-            engine.load(spec)
-            if self.boot.warmup:
-                engine.warmup(spec.name)
-        except ModelUnavailableError as exc:
-            self.unavailable[spec.name] = exc.message
-            log.warning("model %s unavailable: %s", spec.name, exc.message)
-            raise
-        except Exception as exc:  # a loader bug is still "this model is unavailable here"
-            self.unavailable[spec.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("model %s failed to load: %s", spec.name, exc)
-            raise ModelUnavailableError(
-                f"model {spec.name!r} ({spec.ref}) failed to load: {type(exc).__name__}: {exc}",
-                model=spec.name,
-            ) from exc
-        self.models[spec.name] = spec
-        self.unavailable.pop(spec.name, None)
-        return time.monotonic() - started
+    # ----------------------------------------------------------------- models
+    def check_model(self, model: str) -> None:
+        """Raise the typed error if this host cannot serve ``model`` (loaded or loadable)."""
+        self.models.check(model)
 
-    def ensure_model(self, model: str) -> None:
-        """Load an on-demand model before its first use (worker thread; loads one at a time)."""
-        if model in self.models:
+    def using_model(self, model: str) -> contextlib.AbstractContextManager[float]:
+        """Hold ``model`` loaded while the block runs (worker thread); yields seconds of loading."""
+        return self.models.using(model)
+
+    def announce_models(self) -> None:
+        if self.engine is not None and self.state is not RuntimeState.STOPPING:
+            self.send(self.ready_message())
+
+    def on_model(self, msg: Message) -> None:
+        """An operator's load or unload of one model, run on the engine pool."""
+        header = msg.header
+        action, model = header.get("action"), str(header.get("model", ""))
+        try:
+            if self.engine is None:
+                raise InternalError("host is still loading")
+            if action not in ("load", "unload"):
+                raise BadRequestError(f"model action must be load or unload, got {action!r}")
+            self.models.check(model)
+        except OrchestratorError as exc:
+            self.reply_error(msg, exc, control=True)
             return
-        with self._load_lock:
-            if model in self.models:
-                return
-            if model in self.unavailable:
-                self.check_model(model)  # raises the recorded cause
-            assert self.engine is not None
-            log.info("loading on-demand model %s (%s)", model, self.on_demand[model].ref)
-            try:
-                self.load_timings[f"load_s.{model}"] = self.load_model(
-                    self.engine, self.on_demand[model]
+
+        def work() -> dict[str, Any]:
+            if action == "load":
+                return {"loaded": True, "load_s": self.models.load(model)}
+            return {"unloaded": self.models.unload(model)}
+
+        def reply(out: Any, error: Any) -> None:
+            if error is not None:
+                self.reply_error(msg, error, control=True)
+            else:
+                self.send(
+                    Message(Kind.CONTROL_REPLY, {"id": header.get("id"), "model": model, **out})
                 )
-            finally:
-                self.call_soon(lambda: self.send(self.ready_message()))  # models changed
+
+        self.submit(f"model:{header.get('id')}", work, reply)
+
+    def reap_idle_models(self, now: float) -> None:
+        """Unload on-demand models idle past ``idle_unload_s`` (checked once a second)."""
+        if now < self._next_idle_check or self.engine is None:
+            return
+        self._next_idle_check = now + IDLE_CHECK_INTERVAL_S
+        for model in self.models.idle(now):
+            if model in self._reaping:
+                continue
+            self._reaping.add(model)
+
+            def reap(model: str = model) -> None:
+                try:
+                    self.models.unload_if_idle(model)
+                except Exception:
+                    log.exception("idle unload of %s failed", model)
+                finally:
+                    self.call_soon(lambda: self._reaping.discard(model))
+
+            # Not counted as in-flight work: nobody waits for it.
+            self.pool.submit(reap)
 
     def start_loading(self) -> None:
         def load() -> dict[str, Any]:
@@ -243,12 +271,7 @@ class HostRuntime:
             t_vad = time.monotonic()
             self.vad = VadFactory(self.boot.segmenter)
             self.load_timings["vad_load_s"] = time.monotonic() - t_vad
-            for spec in self.boot.models:
-                if spec.name in self.on_demand:
-                    continue
-                # A model that fails is recorded as unavailable; the host serves the others.
-                with contextlib.suppress(ModelUnavailableError):
-                    self.load_timings[f"load_s.{spec.name}"] = self.load_model(engine, spec)
+            self.models.load_eager(engine)
             self.engine = engine
             return self.load_timings
 
@@ -283,17 +306,14 @@ class HostRuntime:
             {
                 "pid": os.getpid(),
                 "engine": self.engine.name,
-                "models": {name: spec.ref for name, spec in self.models.items()},
-                "on_demand": {
-                    name: spec.ref
-                    for name, spec in self.on_demand.items()
-                    if name not in self.models and name not in self.unavailable
-                },
-                "unavailable": dict(self.unavailable),
+                "models": {name: spec.ref for name, spec in self.models.loaded.items()},
+                "on_demand": self.models.loadable(),
+                "unavailable": dict(self.models.unavailable),
+                "idle_unload_s": self.boot.idle_unload_s,
                 "capabilities": self.engine.capabilities(),
                 **(self.vad.report() if self.vad is not None else {}),
                 "versions": versions,
-                "timings": dict(self.load_timings),
+                "timings": {**self.load_timings, **self.models.timings},
             },
         )
 
@@ -309,6 +329,8 @@ class HostRuntime:
                 self.reply_error(msg, InternalError("host is still loading"))
             else:
                 self.streams.handle(msg)
+        elif kind is Kind.MODEL:
+            self.on_model(msg)
         elif kind is Kind.SHUTDOWN:
             # Finish what is in flight, then exit; the supervisor's SIGTERM bounds the wait.
             log.info("shutdown requested; draining %d job(s)", len(self.inflight))
@@ -322,17 +344,6 @@ class HostRuntime:
         if msg.header.get("sid") is not None:
             extra.setdefault("sid", msg.header["sid"])
         self.send(error_message(err, msg.header.get("id"), **extra))
-
-    def check_model(self, model: str) -> None:
-        """Raise the typed error if this host cannot serve ``model`` (on-demand ones it can)."""
-        if model in self.models or (model in self.on_demand and model not in self.unavailable):
-            return
-        if model in self.unavailable:
-            raise ModelUnavailableError(
-                f"model {model!r} is unavailable on {self.identity}: {self.unavailable[model]}",
-                model=model,
-            )
-        raise UnknownModelError(f"model {model!r} is not served by {self.identity}", model=model)
 
     def prepare_audio(self, body: TranscribeRequest, payloads: list[bytes]) -> np.ndarray:
         """Decode and resample a request's audio to what engines take."""
@@ -349,7 +360,7 @@ class HostRuntime:
             body = TranscribeRequest.from_header(msg.header)
             request_id = "" if body.id is None else str(body.id)
             model, options = body.model, body.options
-            self.check_model(model)
+            self.models.check(model)
             self.engine.check_options(options)
             samples = self.prepare_audio(body, msg.payloads)
             timeout_s = DEFAULT_REQUEST_TIMEOUT_S if body.timeout_s is None else body.timeout_s
@@ -364,12 +375,14 @@ class HostRuntime:
             started = time.monotonic()
             if started > deadline:
                 raise DeadlineExceededError("deadline passed while queued on the host")
-            self.ensure_model(model)
-            result = engine.transcribe(model, samples, options)
+            with self.using_model(model) as load_s:
+                computing = time.monotonic()
+                result = engine.transcribe(model, samples, options)
             return {
                 "result": result.to_wire(),
                 "host_queued_s": started - received,
-                "compute_s": time.monotonic() - started,
+                "load_s": load_s,
+                "compute_s": time.monotonic() - computing,
             }
 
         def reply(out: Any, error: Any) -> None:
@@ -379,7 +392,10 @@ class HostRuntime:
                 self.send(Message(Kind.RESULT, HostResult(request_id, **out).to_header()))
 
         job_id = f"req:{request_id}"
-        if model in self.models and engine.runs_inline(options):
+        # Inline only when the model is loaded now: a model that must load first (on demand, or
+        # unloaded when idle) may take seconds, which the pool takes while heartbeats go on.
+        # (Should an idle unload slip in between, using_model still reloads it, only here.)
+        if engine.runs_inline(options) and self.models.is_loaded(model):
             self.run_inline(job_id, work, reply)
         else:
             self.submit(job_id, work, reply)
@@ -432,6 +448,7 @@ class HostRuntime:
             now = time.monotonic()
             if now >= next_check:  # not every turn: under load a turn is one request
                 next_check = now + MAX_POLL_INTERVAL_S
+                self.reap_idle_models(now)
                 reason = self.orphaned(now)
                 if reason:
                     log.warning("exiting, coordinator gone: %s", reason)

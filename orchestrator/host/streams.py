@@ -17,6 +17,7 @@ drop its replay buffer: audio since the last confirmed point is all it must keep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections import deque
@@ -110,8 +111,8 @@ class StreamHost(Protocol):
     def check_model(self, model: str) -> None:
         """Raise the typed error if this host cannot serve ``model``."""
 
-    def ensure_model(self, model: str) -> None:
-        """Load an on-demand model before its first use (worker thread)."""
+    def using_model(self, model: str) -> contextlib.AbstractContextManager[float]:
+        """Hold ``model`` loaded (loading it first) while a decode runs (worker thread)."""
 
     def submit(
         self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
@@ -247,9 +248,9 @@ class HostStreams:
         clip = action.audio
 
         def work() -> Any:
-            self.host.ensure_model(model)
-            t0 = time.monotonic()
-            result = engine.transcribe(model, clip, options)
+            with self.host.using_model(model):
+                t0 = time.monotonic()
+                result = engine.transcribe(model, clip, options)
             return result, time.monotonic() - t0
 
         def reply(out: Any, error: Any) -> None:

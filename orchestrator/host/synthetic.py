@@ -11,7 +11,8 @@ finals must give the totals of what the client sent: nothing lost, nothing twice
 
 Faults, from engine options (the host's whole life) or per request through the ``context``
 option (``"hang"``, ``"crash"``, ``"delay=0.2"``, ``"leak=50"``, comma separated):
-``delay_s`` sleeps per call, ``crash_on_start`` exits during load, ``crash_after_requests``
+``delay_s`` sleeps per call, ``weights_mb`` (engine or model option) holds that much memory
+per loaded model until it is unloaded, ``crash_on_start`` exits during load, ``crash_after_requests``
 and ``hang_after_requests`` fail the N-th request, ``leak_mb_per_request`` grows memory.
 """
 
@@ -76,6 +77,8 @@ class SyntheticEngine(Engine):
         self._requests = 0
         self._lock = threading.Lock()
         self._leaked: list[bytearray] = []
+        #: Stand-in weights per model (``weights_mb``): memory that loading takes, unloading frees.
+        self._weights: dict[str, bytearray] = {}
         self._faulty = any(self.options.get(name) for name in _FAULT_OPTIONS)
 
     def runs_inline(self, options: Mapping[str, Any]) -> bool:
@@ -91,7 +94,15 @@ class SyntheticEngine(Engine):
                 f"model {spec.name!r} ({spec.ref}): no such synthetic model", model=spec.name
             )
         time.sleep(float(self.options.get("load_delay_s", 0.0)))
+        weights_mb = float(spec.options.get("weights_mb", self.options.get("weights_mb", 0.0)))
+        if weights_mb:
+            self._weights[spec.name] = _touched_block(weights_mb)
         self._models[spec.name] = spec
+
+    def unload(self, model: str) -> None:
+        require_model(self._models, model)
+        del self._models[model]
+        self._weights.pop(model, None)
 
     def warmup(self, model: str) -> None:
         # Warm-up must not count towards crash_after_requests / hang_after_requests.
@@ -109,9 +120,7 @@ class SyntheticEngine(Engine):
             threading.Event().wait()  # forever: the supervisor must notice and recycle us
         leak_mb = float(faults.get("leak", self.options.get("leak_mb_per_request", 0.0)))
         if leak_mb:
-            block = bytearray(int(leak_mb * 1024 * 1024))
-            block[::4096] = b"x" * len(block[::4096])  # touch pages so RSS really grows
-            self._leaked.append(block)
+            self._leaked.append(_touched_block(leak_mb))
         delay = float(faults.get("delay", self.options.get("delay_s", 0.0)))
         if delay:
             time.sleep(delay)
@@ -132,6 +141,13 @@ class SyntheticEngine(Engine):
             generation_tokens=len(text.split()),
             extra={"fingerprint": fp},
         )
+
+
+def _touched_block(megabytes: float) -> bytearray:
+    """A block whose every page is written, so RSS really grows by its size."""
+    block = bytearray(int(megabytes * 1024 * 1024))
+    block[::4096] = b"x" * len(block[::4096])
+    return block
 
 
 def _even_words(text: str, duration_s: float) -> tuple[Word, ...]:

@@ -150,7 +150,7 @@ async def _run_pieces(
     report: Callable[[float, int], None],
 ) -> tuple[list[PieceOutcome], dict[str, float]]:
     outcomes: list[PieceOutcome] = []
-    timings = {"queued_s": 0.0, "compute_s": 0.0, "total_s": 0.0}
+    timings = {"queued_s": 0.0, "load_s": 0.0, "compute_s": 0.0, "total_s": 0.0}
     done_s = 0.0
     in_flight: dict[asyncio.Task[Any], Piece] = {}
 

@@ -199,18 +199,29 @@ class StreamClose:
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """An operator's CONTROL: do ``action`` to every replica of ``host``."""
+    """An operator's CONTROL: do ``action`` to every replica of ``host`` (for a model action,
+    load or unload, to ``model`` on them)."""
 
     id: Any
     action: str
     host: str
+    #: The model a load or unload names; None for the host actions.
+    model: str | None = None
 
     @classmethod
     def from_header(cls, header: Header) -> Control:
-        return cls(header.get("id"), _str(header, "action"), _str(header, "host"))
+        return cls(
+            header.get("id"),
+            _str(header, "action"),
+            _str(header, "host"),
+            _optional_str(header, "model"),
+        )
 
     def to_header(self) -> dict[str, Any]:
-        return {"id": self.id, "action": self.action, "host": self.host}
+        header = {"id": self.id, "action": self.action, "host": self.host}
+        if self.model is not None:
+            header["model"] = self.model
+        return header
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +246,8 @@ class HostResult:
     #: ``EngineResult.to_wire()``, forwarded to the client untouched (the client types it).
     result: Any
     host_queued_s: float = 0.0
+    #: Seconds the host spent loading the model first (an on-demand or unloaded one), else 0.
+    load_s: float = 0.0
     compute_s: float = 0.0
 
     @classmethod
@@ -243,6 +256,7 @@ class HostResult:
             str(header.get("id")),
             header.get("result"),
             _number(header, "host_queued_s", 0.0),
+            _number(header, "load_s", 0.0),
             _number(header, "compute_s", 0.0),
         )
 
@@ -251,5 +265,6 @@ class HostResult:
             "id": self.id,
             "result": self.result,
             "host_queued_s": self.host_queued_s,
+            "load_s": self.load_s,
             "compute_s": self.compute_s,
         }

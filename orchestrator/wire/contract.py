@@ -136,6 +136,8 @@ class BootDocument:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     segmenter: SegmenterSettings = dataclasses.field(default_factory=SegmenterSettings)
     warmup: bool = True
+    #: An on-demand model unused this long is unloaded (its memory returned); 0 keeps it.
+    idle_unload_s: float = 0.0
 
     def to_json(self) -> str:
         """One line of JSON (the key as hex), as the supervisor writes it to the host's stdin."""
@@ -159,6 +161,7 @@ class BootDocument:
                 "max_message_bytes": self.max_message_bytes,
                 "segmenter": dataclasses.asdict(self.segmenter),
                 "warmup": self.warmup,
+                "idle_unload_s": self.idle_unload_s,
             }
         )
 
@@ -191,4 +194,5 @@ _OPTIONAL_FIELDS: dict[str, Any] = {
     "max_message_bytes": int,
     "segmenter": lambda table: SegmenterSettings(**table),
     "warmup": bool,
+    "idle_unload_s": float,
 }

@@ -22,7 +22,7 @@ class EventType(enum.StrEnum):
     PARTIAL = "partial"  # text of the open utterance so far
     FINAL = "final"  # text of a finished utterance, with its audio span
     HOST_CHANGED = "host_changed"  # failed over: unconfirmed audio replayed to another host
-    PROGRESS = "progress"  # host -> coordinator only: audio before this sample is confirmed
+    PROGRESS = "progress"  # audio before ``confirmed_sample`` is confirmed (paces a fast feed)
     ERROR = "error"
     CLOSED = "closed"  # the last event of every stream
 

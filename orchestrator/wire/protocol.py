@@ -130,8 +130,9 @@ class Kind(enum.StrEnum):
     SHUTDOWN = "shutdown"  # coordinator -> host: finish and exit
     HEALTH = "health"  # client -> coordinator
     HEALTH_REPLY = "health_reply"
-    CONTROL = "control"  # client -> coordinator: admin actions (stop/start a host)
-    CONTROL_REPLY = "control_reply"
+    CONTROL = "control"  # client -> coordinator: admin actions (stop/start a host, load a model)
+    CONTROL_REPLY = "control_reply"  # coordinator -> client; host -> coordinator for MODEL
+    MODEL = "model"  # coordinator -> host: load or unload one model
     HELLO = "hello"  # external host -> coordinator over Curve: "register me" (wire.dialin)
     WELCOME = "welcome"  # coordinator -> external host: its replica, the signing key, timings
 

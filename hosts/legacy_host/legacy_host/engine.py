@@ -24,7 +24,6 @@ with backoff (about 25 s measured), ``snapshot_download`` fails at once.
 
 from __future__ import annotations
 
-import gc
 import logging
 import resource
 import sys
@@ -46,6 +45,7 @@ from orchestrator.host.engine import (
     require_model,
 )
 from orchestrator.host.load_errors import load_failure, one_line
+from orchestrator.host.memory import release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -210,14 +210,25 @@ class QwenAsrEngine(Engine):
         }
         return caps
 
+    def unload(self, model: str) -> None:
+        loaded: _LoadedModel = require_model(self._models, model)
+        del self._models[model]
+        _free({loaded.device})
+
     def close(self) -> None:
         devices = {m.device for m in self._models.values()}
         self._models.clear()
-        gc.collect()
-        if any(d.startswith("cuda") for d in devices):
-            import torch
+        _free(devices)
 
-            torch.cuda.empty_cache()
+
+def _free(devices: set[str]) -> None:
+    """Return dropped models' memory: CPU tensors go back through malloc_trim, CUDA ones
+    through torch's caching allocator."""
+    release_freed_memory()
+    if any(d.startswith("cuda") for d in devices):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _load(

@@ -46,6 +46,7 @@ from orchestrator.host.engine import (
     require_model,
 )
 from orchestrator.host.load_errors import load_failure, one_line
+from orchestrator.host.memory import release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,15 @@ class MlxAudioEngine(Engine):
         if self._device is not None:
             caps["device"] = self._device
         return caps
+
+    def unload(self, model: str) -> None:
+        with self._models_lock:
+            require_model(self._models, model)
+            del self._models[model]
+        # MLX keeps freed buffers in its own cache: clear it on the MLX thread, then let malloc
+        # return what the arrays' CPU memory held.
+        self._mlx.call(_clear_cache)
+        release_freed_memory()
 
     def close(self) -> None:
         with self._models_lock:
