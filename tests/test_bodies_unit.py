@@ -13,6 +13,7 @@ from orchestrator.wire.bodies import (
     Control,
     HealthRequest,
     HostResult,
+    ModelRequest,
     StreamChunk,
     StreamClose,
     StreamOpen,
@@ -144,6 +145,11 @@ def test_control_and_health() -> None:
     assert Control.from_header(load).to_header() == load
     assert code_of(lambda: Control.from_header({**load, "model": 3})) == ErrorCode.BAD_REQUEST
     assert HealthRequest.from_header({"id": 7}).to_header() == {"id": 7}
+    model = {"id": "m1", "action": "unload", "model": "whisper"}
+    assert ModelRequest.from_header(model).to_header() == model
+    assert code_of(lambda: ModelRequest.from_header({**model, "model": 3})) == (
+        ErrorCode.BAD_REQUEST
+    )
 
 
 def test_host_result() -> None:

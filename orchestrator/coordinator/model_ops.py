@@ -18,7 +18,7 @@ from orchestrator.coordinator.config import CoordinatorSettings
 from orchestrator.coordinator.outbox import Sender, reply_error
 from orchestrator.coordinator.router import Router
 from orchestrator.coordinator.supervisor import SERVING, Replica
-from orchestrator.wire.bodies import Control
+from orchestrator.wire.bodies import Control, ModelRequest
 from orchestrator.wire.errors import (
     BadRequestError,
     DeadlineExceededError,
@@ -88,8 +88,8 @@ class ModelOpTable:
         self.ops[op.op_id] = op
         for rep in targets:
             op.waiting[rep.name] = rep
-            body = {"id": op.op_id, "action": op.action, "model": op.model}
-            self.out.to_host(rep, Message(Kind.MODEL, body))
+            request = ModelRequest(op.op_id, op.action, op.model)
+            self.out.to_host(rep, Message(Kind.MODEL, request.to_header()))
 
     def on_host_reply(self, rep: Replica, msg: Message) -> None:
         """A replica's CONTROL_REPLY, or its ERROR marked ``control``."""

@@ -43,7 +43,7 @@ from orchestrator.host.engine import ENGINE_SAMPLE_RATE, Engine, load_engine_cla
 from orchestrator.host.models import ModelTable
 from orchestrator.host.streams import HostStreams
 from orchestrator.host.vad import VadFactory
-from orchestrator.wire.bodies import HostResult, TranscribeRequest
+from orchestrator.wire.bodies import HostResult, ModelRequest, TranscribeRequest
 from orchestrator.wire.contract import (
     EXIT_ENGINE_FAILED,
     EXIT_OK,
@@ -214,9 +214,9 @@ class HostRuntime:
 
     def on_model(self, msg: Message) -> None:
         """An operator's load or unload of one model, run on the engine pool."""
-        header = msg.header
-        action, model = header.get("action"), str(header.get("model", ""))
         try:
+            body = ModelRequest.from_header(msg.header)
+            action, model = body.action, body.model
             if self.engine is None:
                 raise InternalError("host is still loading")
             if action not in ("load", "unload"):
@@ -235,11 +235,9 @@ class HostRuntime:
             if error is not None:
                 self.reply_error(msg, error, control=True)
             else:
-                self.send(
-                    Message(Kind.CONTROL_REPLY, {"id": header.get("id"), "model": model, **out})
-                )
+                self.send(Message(Kind.CONTROL_REPLY, {"id": body.id, "model": model, **out}))
 
-        self.submit(f"model:{header.get('id')}", work, reply)
+        self.submit(f"model:{body.id}", work, reply)
 
     def reap_idle_models(self, now: float) -> None:
         """Unload on-demand models idle past ``idle_unload_s`` (checked once a second)."""

@@ -1,7 +1,8 @@
 """Typed bodies of the routed messages: each header parsed and type-checked once, where it enters.
 
 The coordinator parses what a client sends (TRANSCRIBE, STREAM_OPEN, STREAM_AUDIO, STREAM_CLOSE,
-CONTROL, HEALTH) and what a host answers (RESULT); the host parses what the coordinator forwards.
+CONTROL, HEALTH) and what a host answers (RESULT); the host parses what the coordinator forwards
+(TRANSCRIBE, MODEL).
 Code past the entry point holds these frozen objects, never the raw dict, so a field's type is
 checked in one place and a malformed one is refused there with the typed error naming it (the
 same codes a deeper check used to give). ``to_header`` writes the same keys in the same order the
@@ -222,6 +223,22 @@ class Control:
         if self.model is not None:
             header["model"] = self.model
         return header
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """The coordinator's MODEL to one replica: ``action`` (load or unload) ``model`` there."""
+
+    id: Any
+    action: str
+    model: str
+
+    @classmethod
+    def from_header(cls, header: Header) -> ModelRequest:
+        return cls(header.get("id"), _str(header, "action"), _str(header, "model"))
+
+    def to_header(self) -> dict[str, Any]:
+        return {"id": self.id, "action": self.action, "model": self.model}
 
 
 @dataclass(frozen=True, slots=True)
