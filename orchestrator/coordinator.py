@@ -32,6 +32,7 @@ from orchestrator.broker import Broker
 from orchestrator.config import Config, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.health import snapshot
+from orchestrator.models import resolve_config
 from orchestrator.protocol import new_key
 from orchestrator.supervisor import SERVING, HostState
 
@@ -74,6 +75,8 @@ class Coordinator:
     def start(self, *, wait: bool = True, write_connection_file: bool = False) -> Coordinator:
         """Check envs, bind sockets, spawn every host; optionally wait until each is settled."""
         self._check_envs()
+        # Bundled refs (bundled:whisper-tiny.en:hf) become prepared local folders: hosts see paths.
+        self.config = resolve_config(self.config)
         try:
             self._start(write_connection_file)
             if wait:

@@ -5,7 +5,8 @@ processor and tokenizer files, ``model.safetensors``), so transformers 4.57 load
 ``from_pretrained`` like any hub snapshot. Weights stay in their stored dtype (float16 for the
 bundled model: nothing is lost, half the disk); the engine chooses the compute dtype at load.
 
-One trap, kept out on purpose: no ``lang_to_id`` in ``generation_config.json``. transformers treats
+Generation settings (suppress lists, lengths) live only in ``generation_config.json``: transformers
+4.57 warns on every load when the model config repeats them. One trap, kept out on purpose: no ``lang_to_id`` in ``generation_config.json``. transformers treats
 a generation config that has one as multilingual and runs language detection on every window of
 this English-only model.
 """
@@ -42,19 +43,16 @@ def write_hf_whisper(target: Path, checkpoint: WhisperCheckpoint, tokenizer: dic
     ffn = checkpoint.tensors["model.encoder.layers.0.fc1.weight"].shape[0]
     eot = token_id(tokenizer, END_OF_TEXT)
     sot = token_id(tokenizer, "<|startoftranscript|>")
-    common = {
-        "begin_suppress_tokens": checkpoint.begin_suppress_tokens,
+    ids = {
         "bos_token_id": sot,
         "decoder_start_token_id": sot,
         "eos_token_id": eot,
-        "max_length": dims.n_text_ctx,
         "pad_token_id": eot,
-        "suppress_tokens": checkpoint.suppress_tokens,
     }
     write_json(
         target / "config.json",
         {
-            **common,
+            **ids,
             "activation_dropout": 0.0,
             "activation_function": "gelu",
             "architectures": ["WhisperForConditionalGeneration"],
@@ -86,13 +84,16 @@ def write_hf_whisper(target: Path, checkpoint: WhisperCheckpoint, tokenizer: dic
     write_json(
         target / "generation_config.json",
         {
-            **common,
+            **ids,
             "alignment_heads": checkpoint.alignment_heads,
+            "begin_suppress_tokens": checkpoint.begin_suppress_tokens,
             "is_multilingual": False,
             "max_initial_timestamp_index": MAX_INITIAL_TIMESTAMP_INDEX,
             "no_timestamps_token_id": token_id(tokenizer, NO_TIMESTAMPS),
             "prev_sot_token_id": token_id(tokenizer, "<|startofprev|>"),
+            "max_length": dims.n_text_ctx,
             "return_timestamps": False,
+            "suppress_tokens": checkpoint.suppress_tokens,
         },
     )
     write_preprocessor_config(target, dims.n_mels)

@@ -34,7 +34,7 @@ Progress = Callable[[str], None]
 
 SCHEME = "bundled:"
 #: Bump when a converter's output changes: every cached conversion is then rebuilt.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 FORMATS = ("ct2", "hf", "mlx")
 
 
