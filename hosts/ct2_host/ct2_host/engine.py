@@ -210,13 +210,23 @@ def _load(ref: str, settings: dict[str, Any]) -> Any:
     settings["device"] = _pick_device(settings["device"])
     if settings["compute_type"] is None:
         settings["compute_type"] = DEFAULT_COMPUTE_TYPE.get(settings["device"], "default")
-    return WhisperModel(
-        source,
-        device=settings["device"],
-        compute_type=settings["compute_type"],
-        cpu_threads=settings["cpu_threads"],
-        num_workers=settings["num_workers"],
-    )
+    try:
+        return WhisperModel(
+            source,
+            device=settings["device"],
+            compute_type=settings["compute_type"],
+            cpu_threads=settings["cpu_threads"],
+            num_workers=settings["num_workers"],
+        )
+    except RuntimeError as exc:
+        if not Path(source).is_dir():
+            raise
+        # CTranslate2's own words for a damaged model.bin name a symptom ("cannot load the
+        # target vocabulary", "invalid payload size"), not the file.
+        raise RuntimeError(
+            f"CTranslate2 cannot read {Path(source) / 'model.bin'} ({one_line(exc)}); it is "
+            "damaged, truncated or not a Whisper model (fix: fetch or convert the model again)"
+        ) from exc
 
 
 def _model_source(ref: str) -> str:
