@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,6 +226,30 @@ def test_bad_model_folders_are_unavailable_within_seconds_and_the_host_keeps_ser
         assert set(expected) <= set(unavailable)
         assert replica(coord, f"{HOST}.0")["restarts"] == 0
         client.close()
+
+
+def test_an_unresolved_model_source_ref_is_named_not_sent_to_the_hub(
+    host_pythons: dict[str, Path],
+) -> None:
+    """The engine alone, in the ct2 env's own interpreter: a ``bundled:`` ref that nobody resolved
+    fails at once with its own name, not with the hub's complaint about a malformed repo id."""
+    script = (
+        "from ct2_host.engine import FasterWhisperEngine\n"
+        "from orchestrator.engine import ModelSpec\n"
+        "from orchestrator.errors import ModelUnavailableError\n"
+        "try:\n"
+        "    FasterWhisperEngine().load(ModelSpec('tiny', 'bundled:whisper-tiny.en:ct2'))\n"
+        "except ModelUnavailableError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    started = time.monotonic()
+    out = subprocess.run(
+        [str(host_pythons[HOST]), "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert time.monotonic() - started < 30
+    assert "'bundled:whisper-tiny.en:ct2'" in out.stdout and "coordinator resolves" in out.stdout
+    assert "Repo id" not in out.stdout
 
 
 # --- streaming -------------------------------------------------------------------------------

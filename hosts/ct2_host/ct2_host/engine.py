@@ -244,6 +244,16 @@ def _model_source(ref: str) -> str:
                 f"{', '.join(missing)} (fix: point the ref at the folder holding model.bin)"
             )
         return str(path)
+    scheme, colon, _ = ref.partition(":")
+    if colon and "/" not in scheme:
+        # Hub ids have no colon; `bundled:...` and the like are resolved to a folder by the
+        # coordinator before a host starts. faster-whisper would send this to the hub as a
+        # repo id and report only that the id is malformed.
+        raise FileNotFoundError(
+            f"local path expected, got the model source {ref!r}: the coordinator resolves "
+            f"{scheme}: refs to a folder before it starts a host (fix: start the host through "
+            "the coordinator, or give the folder's path)"
+        )
     if ref.startswith(("/", ".", "~")) or path.exists():
         raise FileNotFoundError(
             f"local path {ref!r} is not a directory"
