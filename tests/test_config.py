@@ -69,3 +69,13 @@ def test_the_default_config_routes_qwen3_asr_mlx_first_then_legacy() -> None:
     assert config.hosts["legacy_host"].models["qwen3-asr"] == "Qwen/Qwen3-ASR-0.6B"
     for alias in ("whisper", "parakeet", "voxtral-realtime", "glm-asr", "vibevoice-asr"):
         assert config.resolve_model(alias) is not None
+
+
+def test_the_default_config_serves_whisper_tiny_en_from_the_bundled_ct2_folder() -> None:
+    config = load_config(Path(__file__).resolve().parents[1] / "orchestrator.toml")
+    route = config.resolve_model("tiny.en")
+    assert route is not None and route.name == "whisper-tiny.en" and route.hosts[0] == "ct2_host"
+    ct2 = config.hosts["ct2_host"]
+    assert ct2.env == "ct2_host" and ct2.engine == "ct2_host.engine:FasterWhisperEngine"
+    assert ct2.models["whisper-tiny.en"] == "bundled:whisper-tiny.en:ct2"
+    assert ct2.memory_limit_mb > 0 and ct2.max_streams > 0
