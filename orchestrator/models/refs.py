@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.wire.errors import ModelUnavailableError
 from orchestrator.models import bundled, cache
+from orchestrator.wire.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
     from orchestrator.coordinator.config import Config

@@ -24,8 +24,8 @@ import numpy as np
 
 from legacy_host.engine import QwenAsrEngine, resolve_ref
 from legacy_host.whisper_engine import TransformersWhisperEngine
-from orchestrator.host.engine import Engine, EngineResult, ModelSpec, require_model
 from orchestrator.errors import ModelUnavailableError
+from orchestrator.host.engine import Engine, EngineResult, ModelSpec, require_model
 from orchestrator.host.load_errors import load_failure
 
 #: config.json ``model_type`` -> the engine class serving that family.

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from legacy_host.device import pick_device, pick_dtype
+from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
 from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
     Engine,
@@ -38,7 +39,6 @@ from orchestrator.host.engine import (
     Segment,
     require_model,
 )
-from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
 from orchestrator.host.load_errors import load_failure, one_line
 
 logger = logging.getLogger(__name__)
