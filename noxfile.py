@@ -65,7 +65,7 @@ def hosts(session: nox.Session) -> None:
 
 @nox.session(reuse_venv=True)
 def demo(session: nox.Session) -> None:
-    """The main job, offline: build the envs, then transcribe one file through both stacks."""
+    """The main job, offline: build the envs, then real speech through every stack, with WER."""
     session.install("-e", ".")
     _build_hosts(session, [])
     session.run("python", "-m", "orchestrator.cli.demo")
