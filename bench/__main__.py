@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import coldstart, failover, hostenvs, realhosts, routing, scale, utterance
+from bench import coldstart, failover, hostenvs, realhosts, routing, scale, utterance, whisper
 from bench.profiles import FULL, QUICK, Profile
 from bench.report import Figure, format_table, machine_info, skipped, write_json
 
@@ -35,9 +35,19 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "streaming": utterance.run,
     "envs": hostenvs.run,
     "realhosts": realhosts.run,
+    "whisper": whisper.run,
 }
 #: Table order: the issue's order of figures.
-TABLE_ORDER = ("routing", "isolation", "failover", "cold start", "envs", "scale", "streaming")
+TABLE_ORDER = (
+    "routing",
+    "isolation",
+    "whisper",
+    "failover",
+    "cold start",
+    "envs",
+    "scale",
+    "streaming",
+)
 
 NOTES = (
     "Every baseline is measured in the same run, on the same machine, right beside its figure; "

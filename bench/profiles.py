@@ -34,6 +34,10 @@ class Profile:
     host_env_variants: bool
     #: Rebuild one env from its lock with a warm uv cache (minutes; the no-op is always measured).
     env_rebuild: bool
+    #: Whisper tiny.en with real weights: transcripts per side for throughput, and the ladder of
+    #: concurrent real-time streams tried (each step streams the 22 s clip on both sides).
+    whisper_requests: int
+    whisper_stream_counts: tuple[int, ...]
 
 
 QUICK = Profile(
@@ -53,6 +57,8 @@ QUICK = Profile(
     real_hosts_together=False,
     host_env_variants=False,
     env_rebuild=False,
+    whisper_requests=8,
+    whisper_stream_counts=(1, 2, 4, 8),
 )
 
 FULL = Profile(
@@ -72,4 +78,6 @@ FULL = Profile(
     real_hosts_together=True,
     host_env_variants=True,
     env_rebuild=True,
+    whisper_requests=40,
+    whisper_stream_counts=(1, 2, 4, 8, 12, 16, 24),
 )

