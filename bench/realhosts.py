@@ -81,7 +81,7 @@ def run(profile: Profile) -> list[Figure]:
         clip = _write_clip(folder, profile.isolation_audio_s)
         alone: dict[str, float] = {}
         for host in ENGINES:
-            reason = why or _unavailable(host)
+            reason = why or unavailable(host)
             if reason:
                 figures += _skipped_rows(host, reason)
                 continue
@@ -110,16 +110,18 @@ def run(profile: Profile) -> list[Figure]:
 
 
 # ---------------------------------------------------------------------------- availability
-def _unavailable(host: str) -> str:
-    """Why this host cannot be measured here, or "" if it can."""
+def unavailable(host: str, engine: str | None = None) -> str:
+    """Why this host (with ``engine``, by default its Qwen3-ASR engine) cannot be measured here,
+    or "" if it can."""
     try:
         envs.check_env(host, harness.REPO_ROOT)
     except (EnvError, ConfigError) as exc:
         return f"env: {exc}"
-    module, _, cls = ENGINES[host].partition(":")
+    engine = engine or ENGINES[host]
+    module, _, cls = engine.partition(":")
     source = harness.REPO_ROOT / "hosts" / host / Path(*module.split(".")).with_suffix(".py")
     if not source.is_file() or f"class {cls}" not in source.read_text():
-        return f"engine {ENGINES[host]} not written yet"
+        return f"engine {engine} not written yet"
     return ""
 
 

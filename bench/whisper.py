@@ -35,12 +35,18 @@ import numpy as np
 
 from bench import harness
 from bench.profiles import Profile
-from bench.realhosts import OFFLINE_ENV, THROUGHPUT_TARGET, InProcess, isolation_rounds
+from bench.realhosts import (
+    OFFLINE_ENV,
+    THROUGHPUT_TARGET,
+    InProcess,
+    isolation_rounds,
+    unavailable,
+)
 from bench.report import Figure, Target, skipped
 from bench.stats import summary
 from orchestrator.coordinator import Coordinator
 from orchestrator.envs import checks as envs
-from orchestrator.errors import ConfigError, EnvError, ModelUnavailableError
+from orchestrator.errors import ModelUnavailableError
 from orchestrator.models import resolve
 from orchestrator.speech.fixtures import FIXTURE_SAMPLE_RATE, clip_named, long_clip
 
@@ -91,7 +97,7 @@ def run(profile: Profile) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="orc-bench-whisper-") as tmp:
         folder = Path(tmp)
         for host, case in HOSTS.items():
-            reason = _unavailable(host)
+            reason = unavailable(host, case["engine"])
             if not reason:
                 try:
                     case = {**case, "path": str(resolve(case["ref"]))}
@@ -102,14 +108,6 @@ def run(profile: Profile) -> list[Figure]:
                 continue
             figures += _one_host(host, case, folder, profile)
     return figures
-
-
-def _unavailable(host: str) -> str:
-    try:
-        envs.check_env(host, harness.REPO_ROOT)
-    except (EnvError, ConfigError) as exc:
-        return f"env: {exc}"
-    return ""
 
 
 def _skipped_rows(host: str, reason: str) -> list[Figure]:

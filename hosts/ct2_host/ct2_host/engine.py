@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
+from orchestrator.errors import BadAudioError, BadRequestError, InternalError
 from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
     KNOWN_OPTIONS,
@@ -44,7 +44,7 @@ from orchestrator.host.engine import (
     Segment,
     require_model,
 )
-from orchestrator.host.load_errors import load_failure, one_line
+from orchestrator.host.load_errors import bad_model_options, load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +107,7 @@ class FasterWhisperEngine(Engine):
             defaults = {k: v for k, v in options.items() if k in REQUEST_OPTIONS}
             _check_values(defaults)
         except BadRequestError as exc:
-            raise ModelUnavailableError(
-                f"model {spec.name!r}: {exc.message}", model=spec.name
-            ) from None
+            raise bad_model_options(spec, exc) from None
         started = time.perf_counter()
         try:
             model = _load(spec.ref, settings)
@@ -120,9 +118,7 @@ class FasterWhisperEngine(Engine):
             try:
                 _language_code(loaded, defaults["language"])
             except BadRequestError as exc:
-                raise ModelUnavailableError(
-                    f"model {spec.name!r}: {exc.message}", model=spec.name
-                ) from None
+                raise bad_model_options(spec, exc) from None
         self._models[spec.name] = loaded
         logger.info(
             "loaded %s (%s) on %s/%s in %.2f s",

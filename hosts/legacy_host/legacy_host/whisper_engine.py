@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from legacy_host.device import pick_device, pick_dtype
-from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
+from orchestrator.errors import BadAudioError, BadRequestError, InternalError
 from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
     Engine,
@@ -39,7 +39,7 @@ from orchestrator.host.engine import (
     Segment,
     require_model,
 )
-from orchestrator.host.load_errors import load_failure, one_line
+from orchestrator.host.load_errors import bad_model_options, load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ class TransformersWhisperEngine(Engine):
         try:
             _generate_kwargs(loaded, defaults)
         except BadRequestError as exc:
-            raise ModelUnavailableError(
-                f"model {spec.name!r}: {exc.message}", model=spec.name
-            ) from None
+            raise bad_model_options(spec, exc) from None
         self._models[spec.name] = loaded
         logger.info(
             "loaded %s (%s) on %s/%s in %.2f s",
