@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("whisper_greedy_probe.py")
 #: Five sentences, 22 s: one 30 s window, so every stack sees the whole clip at once.
 CLIP = long_clip()
-#: Enough for the clip's ~60 tokens to end by themselves (an end-of-text is then required).
+#: Enough for the clip's 57 tokens to end by themselves (an end-of-text is then required).
 MAX_NEW_TOKENS = 200
 #: Measured 0.20 on both hosts (4 of 20 words: "brown fox jumps" -> "roundfark stump" /
 #: "roundfach jump", "dog" -> "nog"; espeak-ng's voice and tiny.en, not the conversion).
@@ -89,7 +89,7 @@ def test_transformers_decodes_the_same_tokens_as_ctranslate2(
 ) -> None:
     hf_dir = resolve("bundled:whisper-tiny.en:hf")
     ids = _probe(host_pythons["legacy_host"], "hf", str(hf_dir), str(features), str(MAX_NEW_TOKENS))
-    assert ids == ct2_ids  # TOKENS_MEASURED tokens when measured
+    assert ids == ct2_ids  # 57 tokens when measured
 
 
 def test_mlx_audio_decodes_the_same_tokens_as_ctranslate2(
