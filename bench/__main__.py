@@ -31,6 +31,7 @@ from bench import (
     scale,
     utterance,
     vad,
+    whisper,
 )
 from bench.profiles import FULL, QUICK, Profile
 from bench.report import Figure, format_table, machine_info, skipped, write_json
@@ -51,11 +52,12 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "envs": hostenvs.run,
     "realhosts": realhosts.run,
     "longform": longform.run,
+    "whisper": whisper.run,
 }
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
-    "routing", "isolation", "failover", "cold start", "envs", "scale", "streaming", "longform",
-    "vad", "resample", "decode",
+    "routing", "isolation", "whisper", "failover", "cold start", "envs", "scale", "streaming",
+    "longform", "vad", "resample", "decode",
 )  # fmt: skip
 
 NOTES = (

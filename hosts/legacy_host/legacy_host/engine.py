@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from legacy_host.device import pick_device, pick_dtype
-from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
+from orchestrator.errors import BadAudioError, BadRequestError, InternalError
 from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
     Engine,
@@ -45,7 +45,7 @@ from orchestrator.host.engine import (
     ModelSpec,
     require_model,
 )
-from orchestrator.host.load_errors import load_failure, one_line
+from orchestrator.host.load_errors import bad_model_options, load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +135,7 @@ class QwenAsrEngine(Engine):
         try:
             _check_values(defaults)
         except BadRequestError as exc:
-            raise ModelUnavailableError(
-                f"model {spec.name!r}: {exc.message}", model=spec.name
-            ) from None
+            raise bad_model_options(spec, exc) from None
         started = time.perf_counter()
         try:
             loaded = _load(spec.ref, options.get("device"), options.get("dtype"), defaults)
