@@ -10,6 +10,7 @@ built on (greedy decoding, int8); each bound has the measured value beside it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from orchestrator.client import StreamEvent
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import Config, config_from_dict
 from orchestrator.errors import BadRequestError, ModelUnavailableError
+from orchestrator.host.engine import Word
 from orchestrator.models import resolve
 from orchestrator.speech.fixtures import SpeechClip, long_clip, short_clips
 from orchestrator.speech.wer import normalize, word_errors
@@ -161,16 +163,29 @@ def test_request_options_are_mapped_and_bad_ones_refused(coord: Coordinator) -> 
         transcribe(coord, clip, max_tokens=0)
 
 
-def test_word_timestamps_when_the_model_asks_for_them(ct2_folder: Path, tmp_path: Path) -> None:
-    clip = next(c for c in short_clips() if c.name == "budget")
-    options = {MODEL: {"word_timestamps": True, "beam_size": 2, "cpu_threads": 1}}
-    with running(ct2_config(ct2_folder, tmp_path, host={"model_options": options})) as coord:
-        result = transcribe(coord, clip)
-    words = result.extra["words"]
-    assert [normalize(w["word"]) for w in words] == [[w] for w in normalize(result.text)]
-    assert all(0 <= w["start"] <= w["end"] <= clip.duration_s for w in words)
-    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
-    assert result.extra["beam_size"] == 2
+def check_timed_words(words: tuple[Word, ...], text: str, start_s: float, end_s: float) -> None:
+    """The Word contract on real speech: the words are the transcript's, in order, with
+    non-decreasing times inside ``[start_s, end_s]`` (the clip, or a final's span)."""
+    assert [normalize(w.word) for w in words] == [[w] for w in normalize(text)], (words, text)
+    assert all(start_s - 1e-3 <= w.start <= w.end <= end_s + 1e-3 for w in words), words
+    assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(words)), words
+    assert all(w.probability is not None and 0 <= w.probability <= 1 for w in words)
+
+
+def test_word_timestamps_only_when_the_request_asks(coord: Coordinator) -> None:
+    clip = long_clip()
+    timed = transcribe(coord, clip, word_timestamps=True)
+    assert word_errors(clip.text, timed.text).wer <= LONG_WER_BOUND, timed.text
+    check_timed_words(timed.words, timed.text, 0.0, clip.duration_s)
+    for segment in timed.segments:
+        assert segment.words and " ".join(w.word for w in segment.words) == segment.text
+        assert segment.start <= segment.words[0].start and segment.words[-1].end <= segment.end
+    # The first word starts near the first sentence (measured 0.0 s off with 0.7 s of lead-in).
+    first_sentence_s = clip.raw["sentence_spans_s"][0][0]
+    assert abs(timed.words[0].start - first_sentence_s) <= EDGE_TOLERANCE_S + 0.5
+    assert transcribe(coord, clip).words == ()  # not asked: none
+    with pytest.raises(BadRequestError, match="word_timestamps must be true or false"):
+        transcribe(coord, clip, word_timestamps="yes")
 
 
 def test_bad_model_folders_are_unavailable_within_seconds_and_the_host_keeps_serving(
@@ -295,7 +310,8 @@ def test_real_time_stream_of_the_long_clip_gives_one_right_final_per_sentence(
         async def main() -> list[StreamEvent]:
             client = coord.client()
             try:
-                async with client.stream(model=MODEL, sample_rate=RATE) as stream:
+                stream_options = {"word_timestamps": True}
+                async with client.stream(model=MODEL, sample_rate=RATE, **stream_options) as stream:
                     return await run_stream(stream, sent, pace=1.0)
             finally:
                 await client.aclose()
@@ -305,6 +321,13 @@ def test_real_time_stream_of_the_long_clip_gives_one_right_final_per_sentence(
     assert kinds[0] == "opened" and kinds[-1] == "closed" and "error" not in kinds
     assert kinds.count("partial") >= 1
     check_sentence_finals(finals_of(events), clip, STREAM_WER_BOUND)
+    # Words in stream time, in order, inside the audio the host decoded for their final (its
+    # pre-roll included: Whisper may place a first word's start there), so inside the clip.
+    for final in (e for e in events if e.type == "final"):
+        first_s = final.raw["audio_offset"] / RATE
+        last_s = first_s + final.raw["n_samples"] / RATE
+        check_timed_words(final.words, final.text, first_s, last_s)
+        assert 0 <= first_s and last_s <= clip.duration_s + 1e-3
 
 
 def test_kill_9_of_the_serving_replica_mid_sentence_loses_and_doubles_no_words(

@@ -12,16 +12,16 @@ Options, from the host's ``engine_options`` (all models) and ``model_options`` (
   else ``int8`` on the CPU (the bundled float16 weights are quantised at load).
 * ``cpu_threads`` (0: CTranslate2's default) and ``num_workers`` (parallel transcripts).
 * ``beam_size`` (default 1: greedy, what a live transcript wants; faster-whisper's own default
-  is 5), ``word_timestamps`` (default false; words land in ``extra["words"]``),
-  ``vad_filter`` (default false: the host runtime already segments streams, and a second VAD
+  is 5), ``vad_filter`` (default false: the host runtime already segments streams, and a second VAD
   would cut the audio it chose to send), ``condition_on_previous_text`` (default false, so one
   mis-heard window cannot steer the next).
 * ``language``, ``context``, ``max_tokens``, ``temperature``: defaults for requests.
 
 Request options: ``language`` (a code such as ``en``, or ``English``; an English-only model
 refuses any other), ``context`` (faster-whisper's ``initial_prompt``), ``max_tokens``
-(``max_new_tokens``) and ``temperature`` (one value; without it faster-whisper's fallback
-ladder 0.0 ... 1.0 applies).
+(``max_new_tokens``), ``temperature`` (one value; without it faster-whisper's fallback
+ladder 0.0 ... 1.0 applies) and ``word_timestamps`` (fills ``Segment.words`` from Whisper's
+cross-attention alignment; see ``orchestrator.wire.messages.Word`` for the contract).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from orchestrator.host.engine import (
     EngineResult,
     ModelSpec,
     Segment,
+    Word,
     require_model,
 )
 from orchestrator.host.load_errors import bad_model_options, load_failure, one_line
@@ -56,7 +57,6 @@ LOAD_DEFAULTS: dict[str, tuple[type, Any]] = {
     "cpu_threads": (int, 0),
     "num_workers": (int, 1),
     "beam_size": (int, 1),
-    "word_timestamps": (bool, False),
     "vad_filter": (bool, False),
     "condition_on_previous_text": (bool, False),
 }
@@ -303,7 +303,7 @@ def _transcribe_kwargs(loaded: _LoadedModel, options: Mapping[str, Any]) -> dict
     kwargs: dict[str, Any] = {
         "language": _language_code(loaded, options.get("language")),
         "beam_size": settings["beam_size"],
-        "word_timestamps": settings["word_timestamps"],
+        "word_timestamps": bool(options.get("word_timestamps", False)),
         "vad_filter": settings["vad_filter"],
         "condition_on_previous_text": settings["condition_on_previous_text"],
     }
@@ -324,25 +324,27 @@ def _to_result(
         "compute_type": loaded.settings["compute_type"],
         "beam_size": kwargs["beam_size"],
     }
-    if kwargs["word_timestamps"]:
-        extra["words"] = [
-            {
-                "word": w.word,
-                "start": round(float(w.start), 3),
-                "end": round(float(w.end), 3),
-                "probability": round(float(w.probability), 4),
-            }
-            for s in segments
-            for w in s.words or ()
-        ]
     return EngineResult(
         # faster-whisper's segment texts carry their own leading space.
         text="".join(s.text for s in segments).strip(),
-        segments=tuple(
-            Segment(round(float(s.start), 3), round(float(s.end), 3), s.text.strip())
-            for s in segments
-        ),
+        segments=tuple(_segment(s, with_words=kwargs["word_timestamps"]) for s in segments),
         language=info.language,
         generation_tokens=sum(len(s.tokens) for s in segments),
         extra=extra,
     )
+
+
+def _segment(segment: Any, *, with_words: bool) -> Segment:
+    """One faster-whisper segment; its words (when asked) stripped of the leading space
+    faster-whisper keeps, and clamped into the segment's span as the Word contract requires."""
+    start, end = round(float(segment.start), 3), round(float(segment.end), 3)
+    words: list[Word] = []
+    for w in (segment.words or ()) if with_words else ():
+        text = w.word.strip()
+        if not text:
+            continue
+        # Never before the previous word: Word times are non-decreasing within a segment.
+        begin = min(max(round(float(w.start), 3), words[-1].end if words else start), end)
+        finish = min(max(round(float(w.end), 3), begin), end)
+        words.append(Word(text, begin, finish, round(float(w.probability), 4)))
+    return Segment(start, end, segment.text.strip(), tuple(words))
