@@ -54,15 +54,20 @@ class SpeechClip:
         """``clean``, ``white`` or ``brown``: the noise mixed in, for tables."""
         return self.noise or "clean"
 
-    def pcm16(self) -> np.ndarray:
-        """The clip as 16 kHz mono int16 samples."""
+    @property
+    def audio(self) -> np.ndarray:
+        """The clip as 16 kHz mono float samples in [-1, 1] (read from its file each time)."""
         audio, rate = read_wav(self.path)
         if rate != FIXTURE_SAMPLE_RATE:
             raise ValueError(
                 f"{self.path} is {rate} Hz, fixtures are {FIXTURE_SAMPLE_RATE} Hz: "
                 "remake them with fixtures/speech/make_fixtures.py"
             )
-        return np.frombuffer(float_to_pcm16(audio), dtype=np.int16)
+        return audio
+
+    def pcm16(self) -> np.ndarray:
+        """The clip as 16 kHz mono int16 samples."""
+        return np.frombuffer(float_to_pcm16(self.audio), dtype=np.int16)
 
 
 @functools.cache
