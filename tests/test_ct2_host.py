@@ -10,7 +10,6 @@ built on (greedy decoding, int8); each bound has the measured value beside it.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import shutil
 import signal
@@ -27,12 +26,11 @@ from orchestrator.client import StreamEvent
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import Config, config_from_dict
 from orchestrator.errors import BadRequestError, ModelUnavailableError
-from orchestrator.host.engine import Word
 from orchestrator.models import resolve
 from orchestrator.speech.fixtures import SpeechClip, long_clip, short_clips
-from orchestrator.speech.wer import normalize, word_errors
+from orchestrator.speech.wer import word_errors
 from stream_support import SpeechLike, finals_of, run_stream
-from support import FAST_RESTART, replica, running, wait_for
+from support import FAST_RESTART, check_timed_words, replica, running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -161,15 +159,6 @@ def test_request_options_are_mapped_and_bad_ones_refused(coord: Coordinator) -> 
         transcribe(coord, clip, temperature=2.5)
     with pytest.raises(BadRequestError, match="max_tokens"):
         transcribe(coord, clip, max_tokens=0)
-
-
-def check_timed_words(words: tuple[Word, ...], text: str, start_s: float, end_s: float) -> None:
-    """The Word contract on real speech: the words are the transcript's, in order, with
-    non-decreasing times inside ``[start_s, end_s]`` (the clip, or a final's span)."""
-    assert [normalize(w.word) for w in words] == [[w] for w in normalize(text)], (words, text)
-    assert all(start_s - 1e-3 <= w.start <= w.end <= end_s + 1e-3 for w in words), words
-    assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(words)), words
-    assert all(w.probability is not None and 0 <= w.probability <= 1 for w in words)
 
 
 def test_word_timestamps_only_when_the_request_asks(coord: Coordinator) -> None:

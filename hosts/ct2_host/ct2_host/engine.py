@@ -42,8 +42,8 @@ from orchestrator.host.engine import (
     EngineResult,
     ModelSpec,
     Segment,
-    Word,
     require_model,
+    timed_words,
 )
 from orchestrator.host.load_errors import bad_model_options, load_failure, one_line
 
@@ -335,16 +335,8 @@ def _to_result(
 
 
 def _segment(segment: Any, *, with_words: bool) -> Segment:
-    """One faster-whisper segment; its words (when asked) stripped of the leading space
-    faster-whisper keeps, and clamped into the segment's span as the Word contract requires."""
+    """One faster-whisper segment, with its words when the request asked for them."""
     start, end = round(float(segment.start), 3), round(float(segment.end), 3)
-    words: list[Word] = []
-    for w in (segment.words or ()) if with_words else ():
-        text = w.word.strip()
-        if not text:
-            continue
-        # Never before the previous word: Word times are non-decreasing within a segment.
-        begin = min(max(round(float(w.start), 3), words[-1].end if words else start), end)
-        finish = min(max(round(float(w.end), 3), begin), end)
-        words.append(Word(text, begin, finish, round(float(w.probability), 4)))
-    return Segment(start, end, segment.text.strip(), tuple(words))
+    raw = ((w.word, w.start, w.end, w.probability) for w in segment.words or ())
+    words = timed_words(raw, start, end) if with_words else ()
+    return Segment(start, end, segment.text.strip(), words)
