@@ -3,6 +3,7 @@
 nox -s hosts                    build every host env (no-op when current), print the isolation
 nox -s hosts -- mlx_host        build one; add --force to rebuild, --probe to re-import now
 nox -s lock                     regenerate hosts/*/requirements.lock (-- --upgrade to upgrade)
+nox -s lock -- ct2_host         regenerate one host's lock only
 nox -s tests                    build the host envs, then run pytest (-- <pytest args>)
 nox -s lint                     ruff check + ruff format --check
 """
@@ -64,7 +65,7 @@ def hosts(session: nox.Session) -> None:
 
 @nox.session(reuse_venv=True)
 def demo(session: nox.Session) -> None:
-    """The main job, offline: build the envs, then transcribe one file through both stacks."""
+    """The main job, offline: build the envs, then real speech through every stack, with WER."""
     session.install("-e", ".")
     _build_hosts(session, [])
     session.run("python", "-m", "orchestrator.cli.demo")
@@ -72,10 +73,14 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def lock(session: nox.Session) -> None:
-    """Regenerate every host's universal lock; extra args go to `uv pip compile`."""
+    """Regenerate the universal lock of the hosts named (every host if none); other args go to
+    `uv pip compile`. Naming the host keeps a new host's lock from re-resolving the others'."""
+    known = envs.host_names(ROOT)
+    names = [a for a in session.posargs if a in known] or known
+    extra = [a for a in session.posargs if a not in known]
     try:
-        for name in envs.host_names(ROOT):
-            env_build.lock_host(name, ROOT, extra_args=session.posargs, progress=session.log)
+        for name in names:
+            env_build.lock_host(name, ROOT, extra_args=extra, progress=session.log)
     except (ConfigError, EnvError) as exc:
         session.error(str(exc))
 

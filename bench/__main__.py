@@ -33,6 +33,7 @@ from bench import (
     scale,
     utterance,
     vad,
+    whisper,
 )
 from bench.profiles import FULL, QUICK, Profile
 from bench.report import Figure, format_table, machine_info, skipped, write_json
@@ -55,11 +56,12 @@ GROUPS: dict[str, Callable[[Profile], list[Figure]]] = {
     "realhosts": realhosts.run,
     "longform": longform.run,
     "remote": remote.run,
+    "whisper": whisper.run,
 }
 #: Table order: the issue's order of figures.
 TABLE_ORDER = (
-    "routing", "http", "isolation", "failover", "cold start", "envs", "scale", "streaming", "longform",
-    "vad", "resample", "decode", "remote",
+    "routing", "http", "isolation", "whisper", "failover", "cold start", "envs", "scale",
+    "streaming", "longform", "vad", "resample", "decode", "remote",
 )  # fmt: skip
 
 NOTES = (

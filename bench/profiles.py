@@ -36,6 +36,10 @@ class Profile:
     env_rebuild: bool
     #: Length of the long-form group's recording.
     longform_audio_s: float
+    #: Whisper tiny.en with real weights: transcripts per side for throughput, and the ladder of
+    #: concurrent real-time streams tried (each step streams the 22 s clip on both sides).
+    whisper_requests: int
+    whisper_stream_counts: tuple[int, ...]
 
 
 QUICK = Profile(
@@ -56,6 +60,8 @@ QUICK = Profile(
     host_env_variants=False,
     env_rebuild=False,
     longform_audio_s=600.0,
+    whisper_requests=8,
+    whisper_stream_counts=(1, 2, 4, 8),
 )
 
 FULL = Profile(
@@ -76,4 +82,6 @@ FULL = Profile(
     host_env_variants=True,
     env_rebuild=True,
     longform_audio_s=3600.0,
+    whisper_requests=40,
+    whisper_stream_counts=(1, 2, 4, 8, 12, 16, 24),
 )

@@ -81,7 +81,7 @@ def run(profile: Profile) -> list[Figure]:
         clip = _write_clip(folder, profile.isolation_audio_s)
         alone: dict[str, float] = {}
         for host in ENGINES:
-            reason = why or _unavailable(host)
+            reason = why or unavailable(host)
             if reason:
                 figures += _skipped_rows(host, reason)
                 continue
@@ -110,16 +110,18 @@ def run(profile: Profile) -> list[Figure]:
 
 
 # ---------------------------------------------------------------------------- availability
-def _unavailable(host: str) -> str:
-    """Why this host cannot be measured here, or "" if it can."""
+def unavailable(host: str, engine: str | None = None) -> str:
+    """Why this host (with ``engine``, by default its Qwen3-ASR engine) cannot be measured here,
+    or "" if it can."""
     try:
         envs.check_env(host, harness.REPO_ROOT)
     except (EnvError, ConfigError) as exc:
         return f"env: {exc}"
-    module, _, cls = ENGINES[host].partition(":")
+    engine = engine or ENGINES[host]
+    module, _, cls = engine.partition(":")
     source = harness.REPO_ROOT / "hosts" / host / Path(*module.split(".")).with_suffix(".py")
     if not source.is_file() or f"class {cls}" not in source.read_text():
-        return f"engine {ENGINES[host]} not written yet"
+        return f"engine {engine} not written yet"
     return ""
 
 
@@ -163,7 +165,7 @@ def _skipped_rows(host: str, reason: str) -> list[Figure]:
 
 
 # ---------------------------------------------------------------------------- one host
-class _InProcess:
+class InProcess:
     """The in-process baseline child: started, then asked for rounds of transcripts."""
 
     def __init__(self, python: Path, spec: Path, extra_env: dict[str, str]) -> None:
@@ -181,7 +183,7 @@ class _InProcess:
         self.loaded: dict[str, Any] = {}
         self.start_to_loaded_s = 0.0
 
-    def wait_loaded(self) -> _InProcess:
+    def wait_loaded(self) -> InProcess:
         if not self.loaded:
             self.loaded = self._reply()
             self.start_to_loaded_s = time.perf_counter() - self._started
@@ -195,10 +197,20 @@ class _InProcess:
         return dict(json.loads(line))
 
     def run(self, n: int) -> list[float]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"run {n}\n")
-        self.proc.stdin.flush()
+        """Latencies of ``n`` transcripts of the spec's clip in a row."""
+        self._command(f"run {n}")
         return list(self._reply()["latencies_s"])
+
+    def streams(self, n: int) -> dict[str, Any]:
+        """``n`` real-time streams of the spec's ``stream_npy`` at once (see bench/inprocess.py):
+        when each chunk went in and each final came out."""
+        self._command(f"streams {n}")
+        return self._reply()
+
+    def _command(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -253,7 +265,7 @@ def _one_host(
     )
     runtime_s = harness.python_start_s(python, RUNTIME_IMPORTS)
     pcm = np.load(clip)
-    inproc = _InProcess(python, spec, extra_env)
+    inproc = InProcess(python, spec, extra_env)
     if profile.real_start_alone:
         inproc.wait_loaded()
     try:
@@ -264,8 +276,13 @@ def _one_host(
             cold = harness.startup_split(coord)[f"{host}.0"]
             start_s = cold["ready_at"] - started
             inproc.wait_loaded()
-            ours_lat, ours_compute, ours_rate, base_lat, base_rate = _isolation_rounds(
-                coord, inproc, pcm, options, profile
+            ours_lat, ours_compute, ours_rate, base_lat, base_rate = isolation_rounds(
+                coord,
+                inproc,
+                pcm,
+                options,
+                rounds=profile.rounds,
+                requests=profile.isolation_requests,
             )
             versions = coord.health()["replicas"][0]["versions"]
     finally:
@@ -326,20 +343,26 @@ def _one_host(
     ]  # fmt: skip
 
 
-def _isolation_rounds(
+def isolation_rounds(
     coord: Coordinator,
-    inproc: _InProcess,
+    inproc: InProcess,
     pcm: np.ndarray,
     options: dict[str, Any],
-    profile: Profile,
+    *,
+    rounds: int,
+    requests: int,
+    model: str = MODEL,
+    warmup: int = WARMUP_REQUESTS,
 ) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
-    n = max(1, profile.isolation_requests // profile.rounds)
+    """Alternating rounds of ``requests`` transcripts in process and through the host: latencies
+    (ours, ours' engine call, in process) and throughputs (ours pipelined, in process)."""
+    n = max(1, requests // rounds)
     client = coord.sync_client()
 
     computes: list[float] = []
 
     def round_trip() -> object:
-        result = client.transcribe(pcm, sample_rate=harness.SAMPLE_RATE, model=MODEL, **options)
+        result = client.transcribe(pcm, sample_rate=harness.SAMPLE_RATE, model=model, **options)
         computes.append(result.timings.compute_s)  # the engine call alone, timed in the host
         return result
 
@@ -348,24 +371,25 @@ def _isolation_rounds(
     base_lat: list[float] = []
     ours_rate: list[float] = []
     base_rate: list[float] = []
-    inproc.run(WARMUP_REQUESTS)
-    for _ in range(profile.rounds):
+    if warmup:
+        inproc.run(warmup)
+    for _ in range(rounds):
         batch = inproc.run(n)
         base_lat += batch
         base_rate.append(len(batch) / sum(batch))
-        ours_lat += loops.sync_round_trips(round_trip, n, WARMUP_REQUESTS)
+        ours_lat += loops.sync_round_trips(round_trip, n, warmup)
         ours_compute += computes[-n:]
-        ours_rate.append(asyncio.run(_pipelined_rate(coord, pcm, options, n)))
+        ours_rate.append(asyncio.run(_pipelined_rate(coord, pcm, options, n, model)))
     return ours_lat, ours_compute, ours_rate, base_lat, base_rate
 
 
 async def _pipelined_rate(
-    coord: Coordinator, pcm: np.ndarray, options: dict[str, Any], n: int
+    coord: Coordinator, pcm: np.ndarray, options: dict[str, Any], n: int, model: str
 ) -> float:
     client = coord.client(timeout_s=REAL_READY_TIMEOUT_S)
 
     async def request() -> object:
-        return await client.transcribe(pcm, sample_rate=harness.SAMPLE_RATE, model=MODEL, **options)
+        return await client.transcribe(pcm, sample_rate=harness.SAMPLE_RATE, model=model, **options)
 
     result = await loops.pipelined(request, n, THROUGHPUT_WINDOW, 0)
     await client.aclose()

@@ -9,18 +9,23 @@ it with the audio the test sent at the final's ``audio_offset`` proves every sam
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from orchestrator.client import AsyncStream, StreamEvent
 from orchestrator.host.engine import ENGINE_SAMPLE_RATE
 from orchestrator.host.synthetic import parse_fingerprint
 from support import assert_fingerprint
 
 #: EchoPanel sends 20 ms frames; the tests do too.
 CHUNK_MS = 20
+CHUNK_S = CHUNK_MS / 1000
+#: Generous bound on one whole test stream (the behaviour under test is "it finishes").
+STREAM_DEADLINE_S = 60.0
 #: The segmenter decides frame by frame; edges are judged to this much.
 FRAME_S = 0.02
 #: A burst edge may land this many frames off (ramps, frame alignment).
@@ -160,3 +165,41 @@ def check_partials(events: Sequence[Any], sent: SpeechLike) -> int:
         assert_fingerprint(r["text"], sent.pcm[first : first + n])
         assert final["start_s"] == r["start_s"]
     return partials
+
+
+async def feed(
+    stream: AsyncStream,
+    chunks: Sequence[np.ndarray],
+    *,
+    pace: float | None,
+    before_chunk: Callable[[int], None] | None = None,
+) -> None:
+    """Send the chunks (at ``pace`` times real time, or as fast as possible), then close."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i, chunk in enumerate(chunks):
+        if pace:
+            await asyncio.sleep(max(0.0, t0 + i * CHUNK_S / pace - loop.time()))
+        if before_chunk is not None:
+            before_chunk(i)
+        await stream.send(chunk)
+    await stream.close()
+
+
+async def run_stream(
+    stream: AsyncStream, sent: SpeechLike, *, pace: float | None, **kwargs: Any
+) -> list[StreamEvent]:
+    """Feed ``sent`` and collect every event up to ``closed``."""
+    feeder = asyncio.create_task(feed(stream, sent.chunks(), pace=pace, **kwargs))
+
+    try:
+        events = await asyncio.wait_for(all_events(stream), STREAM_DEADLINE_S)
+    except BaseException:
+        feeder.cancel()
+        raise
+    await feeder  # done: "closed" comes only after the close it sent
+    return events
+
+
+async def all_events(stream: AsyncStream) -> list[StreamEvent]:
+    return [event async for event in stream]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 import tempfile
 import time
@@ -19,7 +20,9 @@ import psutil
 
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import Config, config_from_dict
+from orchestrator.host.engine import Word
 from orchestrator.host.synthetic import fingerprint, parse_fingerprint
+from orchestrator.speech.wer import normalize
 
 SYNTHETIC = "orchestrator.host.synthetic:SyntheticEngine"
 #: Fast failure detection so fault tests take seconds, not minutes.
@@ -134,3 +137,13 @@ def assert_fingerprint(text: str, pcm: np.ndarray) -> None:
     assert got["n"] == want["n"] and got["sum"] == want["sum"], (got, want)
     assert got["first"] == want["first"] and got["last"] == want["last"], (got, want)
     assert abs(got["sq"] - want["sq"]) <= 1e-6 * max(1.0, want["sq"]), (got, want)
+
+
+def check_timed_words(words: tuple[Word, ...], text: str, start_s: float, end_s: float) -> None:
+    """The Word contract on real speech: the words are the transcript's, in order, with
+    non-decreasing times inside ``[start_s, end_s]`` (the clip, or a final's audio)."""
+    assert words, f"no words for {text!r}"
+    assert [normalize(w.word) for w in words] == [[w] for w in normalize(text)], (words, text)
+    assert all(start_s - 1e-3 <= w.start <= w.end <= end_s + 1e-3 for w in words), words
+    assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(words)), words
+    assert all(w.probability is not None and 0 <= w.probability <= 1 for w in words)

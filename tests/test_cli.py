@@ -122,15 +122,16 @@ def test_health_table_shows_each_replica_with_its_figures(tmp_short: Path) -> No
         health = coord.health()
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("REPLICA"))
-    for column in ("STATE", "PID", "UPTIME", "RSS", "CPU%", "RESTARTS", "HEARTBEAT", "INFLIGHT", "SERVED", "ERRORS", "MODELS", "VAD", "HF-HUB", "TRANSFORMERS"):  # fmt: skip
+    for column in ("STATE", "PID", "UPTIME", "RSS", "CPU%", "RESTARTS", "HEARTBEAT", "INFLIGHT", "SERVED", "ERRORS", "MODELS", "VAD", "ENGINE", "HF-HUB", "TRANSFORMERS"):  # fmt: skip
         assert column in header
     rows = {line.split()[0]: line.split() for line in lines if line.startswith("syn.")}
     assert set(rows) == {"syn.0", "syn.1"}
     for rep in health["replicas"]:
         row = rows[rep["name"]]
         assert row[1] == "ready" and row[2] == str(rep["pid"])
-    assert sum(int(rows[name][-6]) for name in rows) == 1  # SERVED: the one request
-    assert all(rows[name][-3] == "silero" for name in rows)  # VAD: the default loaded
+        assert row[-3] == "synthetic"  # ENGINE: no distribution of that name, so no version
+        assert row[-4] == "silero"  # VAD: the default loaded
+    assert sum(int(rows[name][-7]) for name in rows) == 1  # SERVED: the one request
     assert "coordinator: pid" in result.stdout and "requests 1" in result.stdout
 
 

@@ -37,6 +37,10 @@ def write(tmp_path: Path, text: str) -> Path:
         (GOOD.replace('python = "current"', ""), "needs exactly one of 'env'"),
         (GOOD.replace('models = { echo = "synthetic" }', ""), "hosts.syn.models is empty"),
         ("[hosts.syn\n", "not valid TOML"),
+        (
+            GOOD + '\n[models.echo]\nhosts = ["syn"]\nhosts_macos = ["syn", "syn2"]\n',
+            "models.echo.hosts_macos lists ['syn', 'syn2'], hosts lists ['syn']",
+        ),
     ],
 )
 def test_bad_config_is_refused_in_one_line_with_the_key_and_fix(
@@ -158,3 +162,32 @@ def test_the_cli_refuses_a_missing_python_in_one_line(tmp_path: Path) -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("orchestrator transcribe: ") and "hosts.syn.python = " in last
     assert "'/no/such/python3' does not exist" in last
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "orchestrator.toml"
+
+
+@pytest.mark.parametrize(
+    ("platform", "order"),
+    [
+        ("linux", ("ct2_host", "legacy_host", "mlx_host")),  # MLX's CPU backend is the slowest
+        ("darwin", ("mlx_host", "ct2_host", "legacy_host")),  # MLX on Metal is the fastest
+    ],
+)
+def test_the_default_config_serves_whisper_tiny_en_on_all_three_hosts_in_the_platforms_order(
+    platform: str, order: tuple[str, ...]
+) -> None:
+    config = load_config(DEFAULT_CONFIG, platform=platform)
+    route = config.resolve_model("tiny.en")
+    assert route is not None and route.name == "whisper-tiny.en" and route.hosts == order
+    assert config.resolve_model("qwen3-asr").hosts == ("mlx_host", "legacy_host")  # unchanged
+    refs = {name: host.all_models["whisper-tiny.en"] for name, host in config.hosts.items()}
+    assert refs == {
+        "ct2_host": "bundled:whisper-tiny.en:ct2",
+        "legacy_host": "bundled:whisper-tiny.en:hf",
+        "mlx_host": "bundled:whisper-tiny.en:mlx",
+    }
+    ct2 = config.hosts["ct2_host"]
+    assert ct2.env == "ct2_host" and ct2.engine == "ct2_host.engine:FasterWhisperEngine"
+    assert ct2.models["whisper-tiny.en"] == "bundled:whisper-tiny.en:ct2"
+    assert ct2.memory_limit_mb > 0 and ct2.max_streams > 0

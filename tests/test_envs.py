@@ -106,11 +106,30 @@ def test_legacy_env_imports_qwen_asr_with_hub_0_transformers_4_and_cpu_torch(
     assert report["facts"] == {"torch cuda": None}
 
 
+@pytest.mark.slow
+def test_ct2_env_imports_faster_whisper_and_ctranslate2_with_its_own_hub(
+    host_pythons: dict[str, Path],
+) -> None:
+    report = env_build.probe_host("ct2_host", envs.project_root())
+
+    assert Path(str(report["prefix"])) == envs.env_dir("ct2_host", envs.project_root())
+    versions = report["versions"]
+    assert versions["faster-whisper"] == "1.2.1"
+    assert versions["ctranslate2"] == "4.8.5"
+    assert versions["huggingface-hub"]  # whatever faster-whisper's resolution chose, reported
+    assert versions["transformers"] is None  # not part of this stack: shown as "-"
+    assert report["facts"] == {"ct2 cuda devices": 0}
+    row = env_build.isolation_row("ct2_host", report)
+    assert "faster-whisper 1.2.1, ctranslate2 4.8.5" in row["stack"] and row["transformers"] == "-"
+
+
 def test_real_envs_rebuild_is_a_noop_without_any_uv_command(
     host_pythons: dict[str, Path],
 ) -> None:
     root = envs.project_root()
-    assert set(host_pythons) == {"mlx_host", "legacy_host"}
+    assert (
+        set(host_pythons) == set(envs.host_names(root)) >= {"mlx_host", "legacy_host", "ct2_host"}
+    )
     for host, python in host_pythons.items():
         stamp_mtime = envs.stamp_path(host, root).stat().st_mtime_ns
 
@@ -125,8 +144,22 @@ def test_real_envs_rebuild_is_a_noop_without_any_uv_command(
 @pytest.mark.parametrize(
     ("platform", "expected"),
     [
-        ("aarch64-apple-darwin", {"mlx_host": "mlx-metal==", "legacy_host": "torch==2.13.0\n"}),
-        ("x86_64-manylinux_2_35", {"mlx_host": "mlx-cpu==", "legacy_host": "torch==2.13.0+cpu"}),
+        (
+            "aarch64-apple-darwin",
+            {
+                "mlx_host": "mlx-metal==",
+                "legacy_host": "torch==2.13.0\n",
+                "ct2_host": "ctranslate2==4.8.5",
+            },
+        ),
+        (
+            "x86_64-manylinux_2_35",
+            {
+                "mlx_host": "mlx-cpu==",
+                "legacy_host": "torch==2.13.0+cpu",
+                "ct2_host": "ctranslate2==4.8.5",
+            },
+        ),
     ],
 )
 def test_locks_install_on_macos_arm64_and_linux_x86_64(
@@ -139,6 +172,7 @@ def test_locks_install_on_macos_arm64_and_linux_x86_64(
     venv = tmp_path / "venv"
     subprocess.run([env_build.uv_executable(), "venv", "-q", str(venv)], check=True)
     root = envs.project_root()
+    assert set(envs.host_names(root)) == set(expected)  # a new host adds its line above
     for host in envs.host_names(root):
         result = subprocess.run(
             [

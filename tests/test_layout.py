@@ -20,7 +20,22 @@ PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 #: Cython extensions register ``cython_runtime``, part of pyzmq). The model VAD is imported lazily.
 HOST_THIRD_PARTY = {"numpy", "zmq", "soxr", "cython_runtime"}
 #: Packages that run in the coordinator's (or the user's) process, never inside a host env.
-COORDINATOR_SIDE = ("orchestrator.coordinator", "orchestrator.cli", "orchestrator.client")
+COORDINATOR_SIDE = (
+    "orchestrator.coordinator",
+    "orchestrator.cli",
+    "orchestrator.client",
+    "orchestrator.models",  # fetches and converts weights before any host starts
+    "orchestrator.speech",  # fixtures and word error rate for the demo, benches and tests
+)
+HOSTS = PACKAGE.parent / "hosts"
+#: What a host package (hosts/<name>/) may import of orchestrator: the host side, the wire, the
+#: audio helpers and ``orchestrator.errors`` (the public path of the wire's errors).
+HOST_PACKAGE_ALLOWED = (
+    "orchestrator.host",
+    "orchestrator.wire",
+    "orchestrator.audio",
+    "orchestrator.errors",
+)
 
 
 def module_name(path: Path) -> str:
@@ -117,6 +132,30 @@ def test_the_host_package_imports_only_the_wire_audio_and_itself() -> None:
         if module.startswith("orchestrator.host"):
             other = sorted(d for d in deps if not d.startswith(allowed) and d not in shared)
             assert other == [], f"{module} imports {other}"
+
+
+def orchestrator_imports(path: Path) -> set[str]:
+    """Every ``orchestrator...`` module a file names in an import statement."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return {name for name in found if name == "orchestrator" or name.startswith("orchestrator.")}
+
+
+def test_host_packages_import_only_the_host_side_wire_and_audio() -> None:
+    files = sorted(HOSTS.glob("*/*/**/*.py"))
+    assert {p.relative_to(HOSTS).parts[0] for p in files} >= {"mlx_host", "legacy_host", "ct2_host"}
+    allowed = (*HOST_PACKAGE_ALLOWED, *(f"{name}." for name in HOST_PACKAGE_ALLOWED))
+    offenders = {
+        str(path.relative_to(HOSTS)): sorted(
+            name for name in orchestrator_imports(path) if not name.startswith(allowed)
+        )
+        for path in files
+    }
+    assert {f: names for f, names in offenders.items() if names} == {}
 
 
 _THIRD_PARTY_PROBE = """

@@ -77,6 +77,13 @@ def test_metrics_endpoint_reports_states_requests_errors_drops_and_resources(
             wait_for(
                 lambda: coord.health()["coordinator"]["dropped"]["clients"], what="the drop counted"
             )
+            # RSS is sampled on the supervisor's cadence: until a replica's first sample after its
+            # start (late on a loaded machine) there is no reading, or one of a process still
+            # exec'ing. Wait for a real one of every replica; the bound below stays as it was.
+            wait_for(
+                lambda: all((r["rss_mb"] or 0) > 1 for r in coord.health()["replicas"]),
+                what="an RSS sample of every replica",
+            )
 
             samples = scrape(server.url)
             assert value(samples, "orchestrator_up") == 1

@@ -6,6 +6,7 @@ a tiny random-weight Qwen3-ASR checkpoint through each library's real loading co
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator.cli.demo import build_checkpoint, speech_like
 from orchestrator.coordinator.config import config_from_dict
-from orchestrator.envs.checks import project_root
+from orchestrator.envs.checks import check_env, project_root
 from orchestrator.errors import ModelUnavailableError
 from support import FAST_RESTART, replica, running, wait_for
 
@@ -24,6 +24,27 @@ pytestmark = pytest.mark.slow
 MAX_TOKENS = 8
 #: Both stacks import torch/transformers or MLX at start: allow for a loaded 2-core machine.
 READY_TIMEOUT_S = 240.0
+
+
+def speech_like(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
+    """Voiced 'syllables' (a pitch with harmonics under a syllable envelope) and short pauses:
+    enough for a voice-activity detector, meaningless to a model (this one has random weights)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 140 + 25 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
+    syllables = np.clip(np.sin(2 * np.pi * 2.2 * t), 0, None) ** 0.6
+    audio = 0.25 * voiced * syllables + 0.003 * rng.standard_normal(t.size)
+    return audio.astype(np.float32)
+
+
+def build_checkpoint(root: Path, out: Path) -> Path:
+    """The tiny Qwen3-ASR checkpoint, built by the legacy env (idempotent, about a second)."""
+    python = check_env("legacy_host", root)
+    # cwd: the builder is the top-level tiny_checkpoints package of this checkout, not installed.
+    subprocess.run([str(python), "-m", "tiny_checkpoints", str(out)], check=True, cwd=root)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -171,15 +171,37 @@ def test_partials_come_at_the_configured_cadence_for_a_long_burst():
     assert actions.index(final) > actions.index(parts[-1])  # the final comes after its partials
     ends = [p.end_s for p in parts]
     # Onset is confirmed after min_speech_ms; partials follow every 500 ms of new audio while
-    # the tone lasts and the end_silence_ms after it.
+    # the tone lasts, and none in the end_silence_ms after it (the final is due).
     assert np.allclose(np.diff(ends), 0.5)
-    assert len(parts) == int((5.0 + 0.4 - 0.06) / 0.5)
+    assert len(parts) == int((5.0 - 0.06) / 0.5)
+    assert ends[-1] <= 5.5
     for p in parts:
         assert p.utterance_id == final.utterance_id
         assert p.start_s == final.start_s
         assert p.audio_offset == final.audio_offset
         assert np.array_equal(p.audio, final.audio[: p.audio.size])  # a prefix of the final
         assert p.audio_offset + p.audio.size == round(p.end_s * RATE)
+
+
+def test_a_partial_due_in_a_pause_waits_for_speech_and_none_delays_a_final():
+    """Partials fall due only on speech: a pause (shorter than end_silence_ms) defers the due
+    partial to the first speech after it, and the silence that ends an utterance holds none, so
+    no partial decode runs when the final falls due."""
+    x, bursts = stream_of(silence(0.5), tone(1.0), silence(0.3), tone(1.0), silence(1.0))
+    (_, first_end), (second_start, second_end) = bursts
+    settings = SegmenterSettings(partial_interval_ms=500, end_silence_ms=400)
+    actions = run(StreamSegmenter(settings), x, chunk=320)
+    parts, (final,) = partials(actions), finals(actions)
+    ends = [p.end_s for p in parts]
+    frame_s = settings.frame_ms / 1000
+    in_pause = [e for e in ends if first_end + frame_s < e <= second_start]
+    assert in_pause == [], ends
+    # The partial due in the pause (1.06 + 0.5 = 1.56 s) comes once the tone is back: frames
+    # are judged after they end, plus one 20 ms chunk.
+    resumed = [e for e in ends if e > second_start]
+    assert resumed and resumed[0] <= second_start + 2 * frame_s + 0.02, ends
+    assert ends[-1] <= second_end, ends  # none after the speech: the final is next
+    assert actions[-1] is final and final.reason == FinalReason.SILENCE
 
 
 def test_partial_cadence_with_chunks_that_do_not_align_to_frames():

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import os
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ import pytest
 
 from orchestrator.audio.pcm import pcm16_to_float
 from orchestrator.audio.resample import resample
-from orchestrator.client import AsyncStream, StreamEvent
+from orchestrator.client import StreamEvent
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import Config
 from orchestrator.errors import BadRequestError, StreamSequenceError, UnknownModelError
@@ -29,10 +29,13 @@ from orchestrator.wire.contract import SegmenterSettings
 from orchestrator.wire.protocol import Kind, Message
 from stream_support import (
     CHUNK_MS,
+    STREAM_DEADLINE_S,
     SpeechLike,
+    all_events,
     check_finals,
     check_partials,
     finals_of,
+    run_stream,
     speech_like,
 )
 from support import (
@@ -49,10 +52,7 @@ from support import (
 #: The bursts are tones, not speech: the energy detector is the one that hears them.
 SEGMENTER = SegmenterSettings(partial_interval_ms=200, vad="energy")
 END_SILENCE_S = SEGMENTER.end_silence_ms / 1000
-CHUNK_S = CHUNK_MS / 1000
 SAMPLES_PER_CHUNK = 16000 * CHUNK_MS // 1000
-#: Generous bound on one whole test stream (the behaviour under test is "it finishes").
-STREAM_DEADLINE_S = 60.0
 
 
 def stream_config(config: Config, **segmenter: Any) -> Config:
@@ -63,44 +63,6 @@ def stream_config(config: Config, **segmenter: Any) -> Config:
 def coord() -> Iterator[Coordinator]:
     with running(stream_config(make_config())) as coordinator:
         yield coordinator
-
-
-async def feed(
-    stream: AsyncStream,
-    chunks: Sequence[np.ndarray],
-    *,
-    pace: float | None,
-    before_chunk: Callable[[int], None] | None = None,
-) -> None:
-    """Send the chunks (at ``pace`` times real time, or as fast as possible), then close."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    for i, chunk in enumerate(chunks):
-        if pace:
-            await asyncio.sleep(max(0.0, t0 + i * CHUNK_S / pace - loop.time()))
-        if before_chunk is not None:
-            before_chunk(i)
-        await stream.send(chunk)
-    await stream.close()
-
-
-async def run_stream(
-    stream: AsyncStream, sent: SpeechLike, *, pace: float | None, **kwargs: Any
-) -> list[StreamEvent]:
-    """Feed ``sent`` and collect every event up to ``closed``."""
-    feeder = asyncio.create_task(feed(stream, sent.chunks(), pace=pace, **kwargs))
-
-    try:
-        events = await asyncio.wait_for(all_events(stream), STREAM_DEADLINE_S)
-    except BaseException:
-        feeder.cancel()
-        raise
-    await feeder  # done: "closed" comes only after the close it sent
-    return events
-
-
-async def all_events(stream: AsyncStream) -> list[StreamEvent]:
-    return [event async for event in stream]
 
 
 def types_of(events: Sequence[StreamEvent]) -> list[str]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from orchestrator.cli import logs
 from orchestrator.coordinator.config import HostConfig, host_environment, host_python, load_config
+from orchestrator.models import is_bundled, resolve
+from orchestrator.wire.errors import ModelUnavailableError
 
 log = logging.getLogger(logs.CLI_LOGGER)
 
@@ -70,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fetch_one(host: HostConfig, model: str, ref: str, root: str) -> bool:
+    if is_bundled(ref):
+        return fetch_bundled(host, model, ref)
     if Path(ref).expanduser().exists() or ref.startswith(("/", ".")):
         present = Path(ref).expanduser().exists()
         print(f"{host.name}: {model}: local path {ref} {'present' if present else 'MISSING'}")
@@ -90,4 +94,18 @@ def fetch_one(host: HostConfig, model: str, ref: str, root: str) -> bool:
         print(f"{host.name}: {model}: FAILED (see the cause above)")
         return False
     print(f"{host.name}: {model}: ready at {done.stdout.strip()}")
+    return True
+
+
+def fetch_bundled(host: HostConfig, model: str, ref: str) -> bool:
+    """Fetch and convert a bundled model into the model cache (what the coordinator would do)."""
+    print(f"{host.name}: {model}: preparing {ref} ...", flush=True)
+    try:
+        folder = resolve(
+            ref, progress=lambda line: print(f"{host.name}: {model}: {line}", flush=True)
+        )
+    except ModelUnavailableError as exc:
+        print(f"{host.name}: {model}: FAILED: {exc.message}")
+        return False
+    print(f"{host.name}: {model}: ready at {folder}")
     return True

@@ -80,8 +80,18 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 REPLICA_COLUMNS = (
     "REPLICA", "STATE", "PID", "UPTIME", "RSS", "CPU%", "RESTARTS", "HEARTBEAT",
-    "INFLIGHT", "SERVED", "ERRORS", "MODELS", "VAD", "HF-HUB", "TRANSFORMERS",
+    "INFLIGHT", "SERVED", "ERRORS", "MODELS", "VAD", "ENGINE", "HF-HUB", "TRANSFORMERS",
 )  # fmt: skip
+
+
+def engine_cell(rep: Mapping[str, Any]) -> str:
+    """The engine's name and, when it is also a distribution the host reported, its version
+    (``faster-whisper 1.2.1``): which stack serves, whatever the number of hosts."""
+    engine = rep.get("engine")
+    if not engine:
+        return MISSING
+    version = (rep.get("versions") or {}).get(engine)
+    return f"{engine} {version}" if version and version != "absent" else str(engine)
 
 
 def replica_row(rep: Mapping[str, Any]) -> list[str]:
@@ -101,6 +111,7 @@ def replica_row(rep: Mapping[str, Any]) -> list[str]:
         str(rep.get("errors", 0)),
         ",".join(rep.get("models") or ()) or MISSING,
         _cell(rep.get("vad")) + ("!" if rep.get("vad_fallback") else ""),
+        engine_cell(rep),
         versions.get("huggingface-hub", MISSING),
         versions.get("transformers", MISSING),
     ]

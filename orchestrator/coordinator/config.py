@@ -148,8 +148,13 @@ class ModelRoute:
     """A model name clients ask for: its fallback order of hosts and its other names."""
 
     name: str
+    #: The fallback order, first host first. Loaded on macOS, this is ``hosts_macos`` when set.
     hosts: tuple[str, ...]
     aliases: tuple[str, ...] = ()
+    #: The fallback order on macOS, where MLX runs on Apple silicon's GPU (Metal) and is the
+    #: fastest stack, while on Linux its CPU backend is the slowest. Empty: ``hosts`` everywhere.
+    #: The same hosts as ``hosts`` in another order, so a route serves the same on every machine.
+    hosts_macos: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,8 +255,13 @@ class Config:
         return None
 
 
-def load_config(path: str | Path, *, root: str | Path | None = None) -> Config:
-    """Read and validate a TOML config; raises ConfigError naming file, key and fix."""
+def load_config(
+    path: str | Path, *, root: str | Path | None = None, platform: str = sys.platform
+) -> Config:
+    """Read and validate a TOML config; raises ConfigError naming file, key and fix.
+
+    ``platform`` (``sys.platform``'s spelling) picks each route's fallback order: ``darwin``
+    takes ``hosts_macos`` where a route sets it."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -259,11 +269,15 @@ def load_config(path: str | Path, *, root: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: no such config file (fix: pass --config PATH)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc} (fix: correct the syntax)") from None
-    return config_from_dict(raw, source=str(path), root=root)
+    return config_from_dict(raw, source=str(path), root=root, platform=platform)
 
 
 def config_from_dict(
-    raw: Mapping[str, Any], *, source: str = "<memory>", root: str | Path | None = None
+    raw: Mapping[str, Any],
+    *,
+    source: str = "<memory>",
+    root: str | Path | None = None,
+    platform: str = sys.platform,
 ) -> Config:
     """Build a Config from already-parsed TOML data (tests use this directly)."""
     _check_keys(
@@ -280,7 +294,7 @@ def config_from_dict(
         )
     if not hosts:
         raise ConfigError(f"{source}: [hosts] is empty (fix: declare at least one [hosts.NAME])")
-    models = _build_routes(raw.get("models", {}), hosts, source)
+    models = _build_routes(raw.get("models", {}), hosts, source, macos=platform == "darwin")
     remote = _build(RemoteSettings, raw.get("remote", {}), source, "remote")
     _check_remote(remote, hosts, source)
     return Config(
@@ -413,7 +427,9 @@ def resolve_config_path(config: Config, path: str) -> Path:
     return Path(config.source).resolve().parent / candidate
 
 
-def _build_routes(raw: Any, hosts: Mapping[str, HostConfig], source: str) -> dict[str, ModelRoute]:
+def _build_routes(
+    raw: Any, hosts: Mapping[str, HostConfig], source: str, *, macos: bool
+) -> dict[str, ModelRoute]:
     routes: dict[str, ModelRoute] = {}
     for model, table in _table(raw, source, "models").items():
         where = f"models.{model}"
@@ -431,7 +447,13 @@ def _build_routes(raw: Any, hosts: Mapping[str, HostConfig], source: str) -> dic
                     f"{source}: {where}.hosts names {host!r}, which does not serve {model!r} "
                     f"(fix: add it to [hosts.{host}.models])"
                 )
-        routes[model] = ModelRoute(model, tuple(route.hosts), tuple(route.aliases))
+        if route.hosts_macos and sorted(route.hosts_macos) != sorted(route.hosts):
+            raise ConfigError(
+                f"{source}: {where}.hosts_macos lists {sorted(route.hosts_macos)}, hosts lists "
+                f"{sorted(route.hosts)} (fix: the same hosts, in macOS's order)"
+            )
+        order = route.hosts_macos if macos and route.hosts_macos else route.hosts
+        routes[model] = dataclasses.replace(route, hosts=tuple(order))
     # Models a host serves without a [models] entry are routed to their hosts in file order.
     for host in hosts.values():
         for model in host.all_models:

@@ -30,6 +30,7 @@ from orchestrator.coordinator import runtime_dir
 from orchestrator.coordinator.broker import Broker
 from orchestrator.coordinator.config import Config, load_config
 from orchestrator.coordinator.supervisor import SERVING, HostState
+from orchestrator.models import resolve_config
 from orchestrator.wire.errors import ConfigError, EnvError
 from orchestrator.wire.protocol import new_key
 
@@ -74,6 +75,8 @@ class Coordinator:
     def start(self, *, wait: bool = True, write_connection_file: bool = False) -> Coordinator:
         """Check envs, bind sockets, spawn every host; optionally wait until each is settled."""
         self._check_envs()
+        # Bundled refs (bundled:whisper-tiny.en:hf) become prepared local folders: hosts see paths.
+        self.config = resolve_config(self.config)
         try:
             self._start(write_connection_file)
             if wait:

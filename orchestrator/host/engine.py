@@ -179,3 +179,26 @@ def require_model(models: Mapping[str, Any], model: str) -> Any:
         raise UnknownModelError(
             f"model {model!r} is not loaded on this host", model=model
         ) from None
+
+
+def timed_words(
+    raw: Iterable[tuple[str, float, float, float | None]], start_s: float, end_s: float
+) -> tuple[Word, ...]:
+    """A stack's ``(word, start, end, probability)`` items as Words that keep the Word contract.
+
+    Whisper stacks (faster-whisper, mlx-audio) write each word with its leading space and time it
+    from cross-attention, which can put a word a few ms before the previous one's end or outside
+    its segment's span: words are stripped (empty ones dropped), and times rounded to the ms and
+    clamped into ``[start_s, end_s]``, never before the previous word's end.
+    """
+    words: list[Word] = []
+    for text, start, end, probability in raw:
+        word = text.strip()
+        if not word:
+            continue
+        floor = words[-1].end if words else start_s
+        begin = min(max(round(float(start), 3), floor), end_s)
+        finish = min(max(round(float(end), 3), begin), end_s)
+        p = None if probability is None else round(float(probability), 4)
+        words.append(Word(word, begin, finish, p))
+    return tuple(words)

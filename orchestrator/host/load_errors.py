@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from orchestrator.host.engine import ModelSpec
-from orchestrator.wire.errors import ModelUnavailableError
+from orchestrator.wire.errors import BadRequestError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +62,9 @@ def load_failure(spec: ModelSpec, exc: BaseException) -> ModelUnavailableError:
         model=spec.name,
         ref=spec.ref,
     )
+
+
+def bad_model_options(spec: ModelSpec, exc: BadRequestError) -> ModelUnavailableError:
+    """A model whose configured request defaults (``model_options``) no request could use: the
+    model is unavailable, named, rather than every later request refused for the config's fault."""
+    return ModelUnavailableError(f"model {spec.name!r}: {exc.message}", model=spec.name)

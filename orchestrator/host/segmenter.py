@@ -23,7 +23,9 @@ How audio is accounted for -- the promise the team's "no sample lost" tests rely
 
 Detection is frame by frame (``frame_ms``) with a pluggable :class:`VoiceDetector`; results are
 the same for any chunking of the stream. Partials are decided once per push (at most one, for the
-newest audio), so their exact ends follow the chunking.
+newest audio), so their exact ends follow the chunking. A partial falls due only while the newest
+frame is speech: in the silence that may end the utterance, its final is what comes next, and a
+partial decode started then would make that final wait behind it.
 """
 
 from __future__ import annotations
@@ -222,7 +224,15 @@ class StreamSegmenter:
             if final is not None:
                 actions.append(final)
         utt = self._utt
-        if utt is not None and self._pos - utt.last_partial_at >= self._partial_interval:
+        # A pending final takes priority: while the open utterance trails off in silence its final
+        # is at most end_silence_ms away, and a partial decoded now (a whole 30 s window for
+        # Whisper) would hold that final back. The due partial waits for speech to resume.
+        in_trailing_silence = self._silence_run > 0
+        if (
+            utt is not None
+            and not in_trailing_silence
+            and self._pos - utt.last_partial_at >= self._partial_interval
+        ):
             utt.last_partial_at = self._pos
             if skip_partials:
                 self._stats.partials_skipped += 1

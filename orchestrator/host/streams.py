@@ -3,8 +3,10 @@
 Neither stack streams Qwen3-ASR incrementally, so per stream the host buffers audio, finds
 utterance ends with the segmenter (Silero VAD by default, see ``vad``), re-decodes the open
 utterance at a cadence for partials and decodes each finished utterance for its final. One decode runs per
-stream at a time; finals queue in order and are never skipped; a partial that went stale while
-another decode ran is replaced by the newer one (counted). When decoding falls behind real time
+stream at a time; finals queue in order, go before any partial and are never skipped; a partial
+that went stale while another decode ran is replaced by the newer one (counted), and the
+segmenter asks for none while an utterance trails off, so no partial is running when its final
+falls due. When decoding falls behind real time
 by more than ``lag_skip_s``, partials are skipped entirely until it catches up: never audio.
 
 Every event carries ``lag_s``: how much audio arrived after the audio its result (or, for other

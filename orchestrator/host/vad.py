@@ -66,7 +66,11 @@ class SileroVoiceDetector:
             window = self._buf[: self.window]  # contiguous and writable, as the library needs
             p = float(self.model.process(memoryview(window.data)))
             self.last_probability = p
-            if p >= self.speech_probability and self._stands_out(window):
+            # The floor follows every window, silence included: updated only on windows Silero
+            # calls speech, it stayed at 0 dBFS until the first word, whose onset then had to
+            # beat its own level by the margin (the first utterance began ~0.35 s late).
+            loud_enough = self._stands_out(window)
+            if p >= self.speech_probability and loud_enough:
                 self._speaking = True
             elif p < self.silence_probability:
                 self._speaking = False

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.host.memory import release_freed_memory
+
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
@@ -57,3 +59,13 @@ def pick_dtype(torch: Any, device: str, requested: str | None = None) -> Any:
     if kind == "mps":
         return torch.float16
     return torch.float32
+
+
+def free_device_memory(devices: set[str]) -> None:
+    """Return dropped models' memory: CPU tensors go back through malloc_trim, CUDA ones
+    through torch's caching allocator (both engines of this host unload through here)."""
+    release_freed_memory()
+    if any(d.startswith("cuda") for d in devices):
+        import torch
+
+        torch.cuda.empty_cache()

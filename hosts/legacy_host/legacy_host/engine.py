@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from legacy_host.device import pick_device, pick_dtype
-from orchestrator.errors import BadAudioError, BadRequestError, InternalError, ModelUnavailableError
+from legacy_host.device import free_device_memory, pick_device, pick_dtype
+from orchestrator.errors import BadAudioError, BadRequestError, InternalError
 from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
     Engine,
@@ -44,8 +44,7 @@ from orchestrator.host.engine import (
     ModelSpec,
     require_model,
 )
-from orchestrator.host.load_errors import load_failure, one_line
-from orchestrator.host.memory import release_freed_memory
+from orchestrator.host.load_errors import bad_model_options, load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +134,7 @@ class QwenAsrEngine(Engine):
         try:
             _check_values(defaults)
         except BadRequestError as exc:
-            raise ModelUnavailableError(
-                f"model {spec.name!r}: {exc.message}", model=spec.name
-            ) from None
+            raise bad_model_options(spec, exc) from None
         started = time.perf_counter()
         try:
             loaded = _load(spec.ref, options.get("device"), options.get("dtype"), defaults)
@@ -213,22 +210,12 @@ class QwenAsrEngine(Engine):
     def unload(self, model: str) -> None:
         loaded: _LoadedModel = require_model(self._models, model)
         del self._models[model]
-        _free({loaded.device})
+        free_device_memory({loaded.device})
 
     def close(self) -> None:
         devices = {m.device for m in self._models.values()}
         self._models.clear()
-        _free(devices)
-
-
-def _free(devices: set[str]) -> None:
-    """Return dropped models' memory: CPU tensors go back through malloc_trim, CUDA ones
-    through torch's caching allocator."""
-    release_freed_memory()
-    if any(d.startswith("cuda") for d in devices):
-        import torch
-
-        torch.cuda.empty_cache()
+        free_device_memory(devices)
 
 
 def _load(
