@@ -12,7 +12,7 @@ import itertools
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -139,11 +139,18 @@ def assert_fingerprint(text: str, pcm: np.ndarray) -> None:
     assert abs(got["sq"] - want["sq"]) <= 1e-6 * max(1.0, want["sq"]), (got, want)
 
 
-def check_timed_words(words: tuple[Word, ...], text: str, start_s: float, end_s: float) -> None:
-    """The Word contract on real speech: the words are the transcript's, in order, with
-    non-decreasing times inside ``[start_s, end_s]`` (the clip, or a final's audio)."""
+def check_word_times(words: Sequence[Any], text: str, start_s: float, end_s: float) -> None:
+    """Timed words (anything with ``word``, ``start``, ``end``: ours or the openai SDK's) on
+    real speech: the transcript's words, in order, with non-decreasing times inside
+    ``[start_s, end_s]`` (the clip, or a final's audio)."""
     assert words, f"no words for {text!r}"
     assert [normalize(w.word) for w in words] == [[w] for w in normalize(text)], (words, text)
     assert all(start_s - 1e-3 <= w.start <= w.end <= end_s + 1e-3 for w in words), words
     assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(words)), words
+
+
+def check_timed_words(words: tuple[Word, ...], text: str, start_s: float, end_s: float) -> None:
+    """The Word contract on real speech: :func:`check_word_times`, and every word's
+    probability in [0, 1]."""
+    check_word_times(words, text, start_s, end_s)
     assert all(w.probability is not None and 0 <= w.probability <= 1 for w in words)
