@@ -34,7 +34,7 @@ from typing import Any
 
 from orchestrator.cli import health as health_cli
 from orchestrator.cli.serve import start_and_settle
-from orchestrator.cli.transcribe import format_outcome, result_dict
+from orchestrator.cli.transcribe import format_outcome, outcome_dict
 from orchestrator.client import Client
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import Config, load_config
@@ -86,18 +86,15 @@ def transcribe_on_each_host(
     outcomes = []
     for host in hosts:
         try:
-            result = client.transcribe(
-                clip.pcm16().tobytes(),
-                sample_rate=clip.raw["sample_rate"],
-                model=model,
-                host=host,
-                timeout=DEMO_TIMEOUT_S,
+            # The path `orchestrator transcribe FILE` takes (the 22 s clip is one piece).
+            transcript = client.transcribe_file(
+                clip.path, model=model, host=host, timeout=DEMO_TIMEOUT_S
             )
         except OrchestratorError as exc:
             outcomes.append({"host": host, "model": model, "error": exc.to_wire()})
             continue
-        outcome = result_dict(result)
-        outcome["wer"] = word_errors(clip.text, result.text)
+        outcome = outcome_dict(transcript)
+        outcome["wer"] = word_errors(clip.text, transcript.text)
         outcomes.append(outcome)
     return outcomes
 
