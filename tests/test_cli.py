@@ -438,3 +438,25 @@ def test_bad_log_settings_are_refused_clearly() -> None:
 )
 def test_durations_read_at_a_glance(seconds: float | None, shown: str) -> None:
     assert health_cli.format_duration(seconds) == shown
+
+
+def test_the_demo_reports_each_hosts_transcript_timings_and_wer() -> None:
+    """The demo's report path, on synthetic hosts (the real run is `nox -s demo`): a merge once
+    left it importing a helper the transcribe command no longer had."""
+    from orchestrator.cli import demo
+    from orchestrator.speech.fixtures import clip_named
+    from support import make_config, running
+
+    clip = clip_named(demo.DEMO_CLIP)
+    with running(make_config()) as coord:
+        client = coord.sync_client()
+        try:
+            outcomes = demo.transcribe_on_each_host(client, clip, "echo", ["syn", "nowhere"])
+        finally:
+            client.close()
+    served, refused = outcomes
+    assert served["host"] == "syn" and served["text"] and served["pieces"] == 1
+    assert served["wer"].reference_words == len(clip.text.split())
+    assert refused["host"] == "nowhere" and refused["error"]["code"] == "no_host_available"
+    report = demo.summary_table(outcomes, clip.duration_s)
+    assert "syn" in report and "nowhere" in report and "error [" in report

@@ -86,8 +86,7 @@ def transcribe_on_each_host(
     outcomes = []
     for host in hosts:
         try:
-            # The main job's own path (what `transcribe FILE` runs): the file read, cut at
-            # pauses and sent to this one host.
+            # The path `orchestrator transcribe FILE` takes (the 22 s clip is one piece).
             transcript = client.transcribe_file(
                 clip.path, model=model, host=host, timeout=DEMO_TIMEOUT_S
             )
