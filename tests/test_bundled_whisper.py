@@ -26,7 +26,7 @@ from orchestrator.errors import BadRequestError
 from orchestrator.models import resolve
 from orchestrator.speech.fixtures import long_clip, mean_wer_by_condition, short_clips
 from orchestrator.speech.wer import word_errors
-from support import running
+from support import check_timed_words, running
 
 pytestmark = pytest.mark.slow
 
@@ -137,6 +137,8 @@ MEAN_WER_BOUND = {
 }
 #: The long clip in one request (measured 0.000 on both).
 LONG_WER_BOUND = 0.05
+#: How far the first timed word may start from the first sentence (0.3 s into the clip).
+FIRST_WORD_TOLERANCE_S = 0.5
 
 
 def whisper_config(host: str, tmp: Path) -> Any:
@@ -152,7 +154,7 @@ def whisper_config(host: str, tmp: Path) -> Any:
 
 
 @pytest.mark.parametrize("host", sorted(WHISPER_HOSTS))
-def test_real_words_through_the_host_within_wer_bounds(
+def test_real_words_and_word_timing_through_the_host_within_wer_bounds(
     host: str, host_pythons: dict[str, Path], tmp_path: Path
 ) -> None:
     with running(whisper_config(host, tmp_path)) as coord:
@@ -174,11 +176,25 @@ def test_real_words_through_the_host_within_wer_bounds(
                 assert wer <= LONG_WER_BOUND, result.text
             else:
                 scored.append((clip, wer))
-        # Neither engine times words yet (ct2_host does): refused by name, never ignored.
-        with pytest.raises(BadRequestError, match="word_timestamps"):
-            pcm = CLIP.pcm16().tobytes()
-            client.transcribe(pcm, sample_rate=16_000, model=MODEL, word_timestamps=True)
+        timed = client.transcribe(
+            CLIP.pcm16().tobytes(),
+            sample_rate=16_000,
+            model=MODEL,
+            timeout=TRANSCRIBE_TIMEOUT_S,
+            word_timestamps=True,
+        )
+        with pytest.raises(BadRequestError, match="word_timestamps must be true or false"):
+            client.transcribe(
+                CLIP.pcm16().tobytes(), sample_rate=16_000, model=MODEL, word_timestamps="yes"
+            )
         client.close()
+    check_timed_words(timed.words, timed.text, 0.0, CLIP.duration_s)
+    for segment in timed.segments:
+        assert " ".join(w.word for w in segment.words) == segment.text
+        assert segment.start <= segment.words[0].start and segment.words[-1].end <= segment.end
+    # Measured: both stacks start "Thanks" at 0.0 s (the window's <|0.00|>); the sentence is at 0.3 s.
+    first_sentence_s = CLIP.raw["sentence_spans_s"][0][0]
+    assert abs(timed.words[0].start - first_sentence_s) <= FIRST_WORD_TOLERANCE_S, timed.words[:3]
     print(f"{host}:\n" + "\n".join(lines), file=sys.stderr)
     means = mean_wer_by_condition(scored)
     assert set(means) == set(MEAN_WER_BOUND[host])

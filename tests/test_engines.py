@@ -529,7 +529,13 @@ def test_mlx_engine_serves_whisper_with_its_own_option_names(engine_runs: Engine
     assert mlx.error("whisper_bad_language")["code"] == "bad_request"
     caps = mlx.ok("whisper_capabilities")
     assert caps["model_types"][WHISPER] == "whisper"
-    assert caps["model_options"][WHISPER] == ["context", "language", "max_tokens", "temperature"]
+    assert caps["model_options"][WHISPER] == [
+        "context",
+        "language",
+        "max_tokens",
+        "temperature",
+        "word_timestamps",
+    ]
 
 
 @pytest.mark.slow

@@ -13,6 +13,9 @@ Options, from the host's ``engine_options`` / ``model_options`` (load) or a requ
   accept only English; multilingual ones detect the language when none is given.
 * ``max_tokens``: cap on generated tokens per 30 s window (Whisper has 448 positions).
 * ``temperature``: 0 (default) decodes greedily; above 0 samples at that temperature.
+* ``word_timestamps``: fill ``Segment.words`` (contract: ``orchestrator.wire.messages.Word``) from
+  transformers' token timestamps, which need ``alignment_heads`` in the model's generation config
+  (the converter in :mod:`orchestrator.models` writes them; OpenAI's hub checkpoints carry them).
 
 Each transcript comes with timestamped segments: Whisper predicts them as tokens, so they cost
 nothing extra. Audio longer than 30 s is transcribed window by window by transformers' own
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from legacy_host.device import free_device_memory, pick_device, pick_dtype
+from legacy_host.whisper_words import RawWord, segment_words
 from orchestrator.errors import BadAudioError, BadRequestError, InternalError
 from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
@@ -38,12 +42,13 @@ from orchestrator.host.engine import (
     ModelSpec,
     Segment,
     require_model,
+    timed_words,
 )
 from orchestrator.host.load_errors import bad_model_options, load_failure, one_line
 
 logger = logging.getLogger(__name__)
 
-REQUEST_OPTIONS = frozenset({"language", "max_tokens", "temperature"})
+REQUEST_OPTIONS = frozenset({"language", "max_tokens", "temperature", "word_timestamps"})
 LOAD_OPTIONS = frozenset({"device", "dtype"})
 #: Whisper's decoder has 448 positions; the prompt takes up to 4 of them.
 MAX_TOKENS_LIMIT = 444
@@ -63,6 +68,9 @@ class _LoadedWhisper:
         self.dtype = str(model.dtype).removeprefix("torch.")
         self.multilingual = bool(getattr(model.generation_config, "is_multilingual", False))
         self.special_ids = frozenset(processor.tokenizer.all_special_ids)
+        # End of text comes first among Whisper's special ids; timestamps follow them all.
+        self.first_special_id = int(processor.tokenizer.eos_token_id)
+        self.has_alignment_heads = bool(getattr(model.generation_config, "alignment_heads", None))
         self.lock = threading.Lock()
 
 
@@ -104,10 +112,19 @@ class TransformersWhisperEngine(Engine):
         self.check_options(options)
         if audio.size == 0:
             raise BadAudioError("empty audio", model=model)
-        kwargs = _generate_kwargs(loaded, {**loaded.defaults, **options})
+        merged = {**loaded.defaults, **options}
+        kwargs = _generate_kwargs(loaded, merged)
+        with_words = bool(merged.get("word_timestamps", False))
+        if with_words and not loaded.has_alignment_heads:
+            raise BadRequestError(
+                f"model {model!r} cannot time words: its generation_config.json has no "
+                "alignment_heads (fix: add them, or drop word_timestamps)",
+                option="word_timestamps",
+            )
         with loaded.lock:
             try:
-                ids, segments = _run(loaded, np.ascontiguousarray(audio, dtype=np.float32), kwargs)
+                audio32 = np.ascontiguousarray(audio, dtype=np.float32)
+                ids, segments = (_run_with_words if with_words else _run)(loaded, audio32, kwargs)
             except Exception as exc:
                 logger.exception("whisper generate failed for %s", model)
                 raise InternalError(
@@ -121,8 +138,8 @@ class TransformersWhisperEngine(Engine):
         return EngineResult(
             text=text,
             segments=tuple(
-                Segment(min(start, duration_s), min(max(end, start), duration_s), seg_text)
-                for start, end, seg_text in segments
+                _segment(start, end, seg_text, raw_words, duration_s, with_words=with_words)
+                for start, end, seg_text, raw_words in segments
                 if seg_text
             ),
             language=kwargs.get("language") or ("en" if not loaded.multilingual else None),
@@ -234,12 +251,28 @@ def _generate_kwargs(loaded: _LoadedWhisper, options: Mapping[str, Any]) -> dict
     return kwargs
 
 
-def _run(
-    loaded: _LoadedWhisper, audio: np.ndarray, kwargs: dict[str, Any]
-) -> tuple[list[int], list[tuple[float, float, str]]]:
-    """Generated ids and (start, end, text) segments for one piece of audio."""
-    import torch
+#: (start s, end s, text, words as the stack timed them) of one segment.
+RawSegment = tuple[float, float, str, list[RawWord]]
 
+
+def _segment(
+    start: float,
+    end: float,
+    text: str,
+    raw_words: list[RawWord],
+    duration_s: float,
+    *,
+    with_words: bool,
+) -> Segment:
+    """A segment clipped to the audio; its words kept inside it by ``timed_words``."""
+    begin = min(start, duration_s)
+    finish = min(max(end, start), duration_s)
+    words = timed_words(raw_words, begin, finish) if with_words else ()
+    return Segment(begin, finish, text, words)
+
+
+def _inputs(loaded: _LoadedWhisper, audio: np.ndarray) -> dict[str, Any]:
+    """Log-mel features and their mask; audio over one window keeps its length (long form)."""
     long_form = audio.size > WINDOW_S * ENGINE_SAMPLE_RATE
     features = loaded.processor(
         audio,
@@ -248,10 +281,72 @@ def _run(
         return_attention_mask=True,
         **({"truncation": False, "padding": "longest"} if long_form else {}),
     )
-    inputs = {
+    return {
         "input_features": features.input_features.to(loaded.device, loaded.model.dtype),
         "attention_mask": features.attention_mask.to(loaded.device),
     }
+
+
+def _run_with_words(
+    loaded: _LoadedWhisper, audio: np.ndarray, kwargs: dict[str, Any]
+) -> tuple[list[int], list[RawSegment]]:
+    """Generated ids and segments with their words, short or long form alike.
+
+    Asking for segments with scores gives, per segment, its tokens, their token timestamps (in
+    seconds of the whole audio, window offsets added) and the window's generate() result, whose
+    ``scores`` give each token's probability: one code path for one window or many.
+    """
+    import torch
+
+    tokenizer = loaded.processor.tokenizer
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            **_inputs(loaded, audio),
+            **kwargs,
+            return_token_timestamps=True,
+            return_segments=True,
+            return_dict_in_generate=True,
+            output_scores=True,
+        )
+    segments: list[RawSegment] = []
+    for seg in out["segments"][0]:
+        ids = seg["tokens"].tolist()
+        text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        words = segment_words(
+            ids,
+            seg["token_timestamps"].tolist(),
+            _token_probabilities(seg["result"], seg["idxs"][0], ids),
+            first_special_id=loaded.first_special_id,
+            decode=tokenizer.decode,
+        )
+        segments.append((float(seg["start"]), float(seg["end"]), text, words))
+    return out["sequences"][0].tolist(), segments
+
+
+def _token_probabilities(result: Mapping[str, Any], first: int, ids: list[int]) -> list[float]:
+    """The probability the decoder gave each of a segment's tokens when it chose it.
+
+    ``result`` is the window's generate() output: ``sequences`` start with the decoder prompt,
+    and ``scores`` hold one step's logits per generated token, so the token at sequence index
+    ``j`` was scored at step ``j - len(prompt)``.
+    """
+    import torch
+
+    prompt = len(result["sequences"]) - len(result["scores"])
+    steps = torch.stack([result["scores"][first + k - prompt] for k in range(len(ids))])
+    probs = torch.softmax(steps.float(), dim=-1)
+    chosen = probs[torch.arange(len(ids)), torch.tensor(ids)]
+    return [float(p) for p in chosen]
+
+
+def _run(
+    loaded: _LoadedWhisper, audio: np.ndarray, kwargs: dict[str, Any]
+) -> tuple[list[int], list[RawSegment]]:
+    """Generated ids and (start, end, text, no words) segments for one piece of audio."""
+    import torch
+
+    long_form = audio.size > WINDOW_S * ENGINE_SAMPLE_RATE
+    inputs = _inputs(loaded, audio)
     tokenizer = loaded.processor.tokenizer
     with torch.inference_mode():
         if long_form:
@@ -261,6 +356,7 @@ def _run(
                     float(s["start"]),
                     float(s["end"]),
                     tokenizer.decode(s["tokens"], skip_special_tokens=True).strip(),
+                    [],
                 )
                 for s in out["segments"][0]
             ]
@@ -268,7 +364,7 @@ def _run(
         ids = loaded.model.generate(**inputs, **kwargs)[0].tolist()
     decoded = tokenizer.decode(ids, skip_special_tokens=True, output_offsets=True)
     segments = [
-        (float(o["timestamp"][0]), float(o["timestamp"][1]), o["text"].strip())
+        (float(o["timestamp"][0]), float(o["timestamp"][1]), o["text"].strip(), [])
         for o in decoded.get("offsets", [])
         if o["timestamp"][0] is not None and o["timestamp"][1] is not None
     ]

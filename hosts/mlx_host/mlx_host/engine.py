@@ -188,16 +188,29 @@ def _load_model(ref: str, *, strict: bool) -> Any:
 
     ref = os.path.expanduser(ref)
     if not strict:
-        return load_model(ref, strict=False)
+        return _with_alignment_heads(load_model(ref, strict=False))
     try:
-        return load_model(ref, strict=True)
+        return _with_alignment_heads(load_model(ref, strict=True))
     except ValueError as exc:
         # mlx's strict check reports extra tensors first; they are harmless (unused), whereas
         # missing or misshaped ones leave random weights. Reload leniently only for extras.
         if "parameters not in model" not in str(exc):
             raise
         logger.warning("%s: checkpoint has tensors the model does not use; ignoring them", ref)
-        return load_model(ref, strict=False)
+        return _with_alignment_heads(load_model(ref, strict=False))
+
+
+def _with_alignment_heads(model: Any) -> Any:
+    """Give a Whisper model the ``alignment_heads`` its word timing reads.
+
+    mlx-audio 0.3.1's Whisper keeps its heads as ``_alignment_heads`` (the last half of the decoder
+    layers unless ``set_alignment_heads`` ran) while ``whisper/timing.py`` reads
+    ``model.alignment_heads``: without this, ``word_timestamps=True`` fails with AttributeError.
+    """
+    heads = getattr(model, "_alignment_heads", None)
+    if heads is not None and not hasattr(model, "alignment_heads"):
+        model.alignment_heads = heads
+    return model
 
 
 def _generate(loaded: _LoadedModel, audio: np.ndarray, kwargs: dict[str, Any]) -> EngineResult:

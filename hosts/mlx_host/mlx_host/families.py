@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from orchestrator.errors import BadRequestError
-from orchestrator.host.engine import ENGINE_SAMPLE_RATE, KNOWN_OPTIONS, EngineResult, Segment
+from orchestrator.host.engine import (
+    ENGINE_SAMPLE_RATE,
+    KNOWN_OPTIONS,
+    EngineResult,
+    Segment,
+    timed_words,
+)
+from orchestrator.wire.messages import check_bool_options
 
 #: mlx-audio's Qwen3-ASR always forces a language into its prompt (``language=None`` crashes);
 #: this is its own default, used when neither the request nor the model's options name one.
@@ -71,6 +78,9 @@ FAMILIES: dict[str, Family] = {
                 "context": "initial_prompt",
                 "max_tokens": "sample_len",  # per 30 s window; generate() drops max_tokens
                 "temperature": "temperature",  # one value: no temperature fallback ladder
+                # Cross-attention DTW over the model's alignment heads (mlx-audio's default: the
+                # last half of the decoder layers); each segment then carries its "words".
+                "word_timestamps": "word_timestamps",
             },
         ),
         Family("parakeet", {}, wants_mx_array=True),
@@ -194,6 +204,7 @@ def generate_kwargs(family: Family, model: Any, options: Mapping[str, Any]) -> d
             + (" (the text to align)" if family.name == FORCED_ALIGNER_TYPE else ""),
             options=sorted(missing),
         )
+    check_bool_options(options)  # model defaults come here without the runtime's check
     kwargs = dict(family.fixed)
     for option, value in options.items():
         checked = _VALUE_CHECKS[option](option, value) if option in _VALUE_CHECKS else value
@@ -224,11 +235,15 @@ _TIMINGS = {
 }
 
 
-def _segments(items: Any, start: str, end: str, duration_s: float) -> tuple[Segment, ...]:
+def _segments(
+    items: Any, start: str, end: str, duration_s: float, *, with_words: bool = False
+) -> tuple[Segment, ...]:
     """Timed spans with text, inside the audio that was sent.
 
     Whisper clears the text of segments it judges empty and times them on its 30 s window, not
-    on the audio: those are dropped, and times are clipped to the audio's duration.
+    on the audio: those are dropped, and times are clipped to the audio's duration. With
+    ``with_words``, Whisper's segment dicts carry ``words`` (``word`` with its leading space,
+    ``start``, ``end``, ``probability``), kept to the Word contract by ``timed_words``.
     """
     segments = []
     for item in items or ():
@@ -237,7 +252,11 @@ def _segments(items: Any, start: str, end: str, duration_s: float) -> tuple[Segm
             continue
         begin = min(max(float(_field(item, start)), 0.0), duration_s)
         finish = min(max(float(_field(item, end)), begin), duration_s)
-        segments.append(Segment(begin, finish, text))
+        raw = (
+            (w["word"], w["start"], w["end"], w.get("probability"))
+            for w in (_field(item, "words") if with_words else ())
+        )
+        segments.append(Segment(begin, finish, text, timed_words(raw, begin, finish)))
     return tuple(segments)
 
 
@@ -263,7 +282,8 @@ def to_engine_result(
         segments = _segments(output.items, "start_time", "end_time", duration_s)
         generated, prompt, timing = None, None, {}
     else:  # an STTOutput: mlx_audio.stt.models.base's, or Whisper's own (text, segments, language)
-        segments = _segments(output.segments, "start", "end", duration_s)
+        with_words = bool(kwargs.get("word_timestamps"))
+        segments = _segments(output.segments, "start", "end", duration_s, with_words=with_words)
         # The shared STTOutput counts tokens (0 is a real count); Whisper's own has no such fields
         # but keeps each segment's tokens (text and timestamps).
         prompt = int(output.prompt_tokens) if hasattr(output, "prompt_tokens") else None
