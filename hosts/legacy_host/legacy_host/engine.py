@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from legacy_host.device import free_device_memory, pick_device, pick_dtype
+from legacy_host.device import pick_device, pick_dtype
+from legacy_host.torch_engine import TorchEngine
 from orchestrator.errors import BadAudioError, BadRequestError, InternalError
 from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
-    Engine,
     EngineResult,
     ModelSpec,
     require_model,
@@ -109,7 +109,7 @@ class _LoadedModel:
         self.languages = {name.lower(): name for name in asr.get_supported_languages()}
 
 
-class QwenAsrEngine(Engine):
+class QwenAsrEngine(TorchEngine):
     """Serves Qwen3-ASR through qwen-asr; see the module docstring for options."""
 
     name = "qwen-asr"
@@ -199,23 +199,6 @@ class QwenAsrEngine(Engine):
             np.zeros(ENGINE_SAMPLE_RATE // 2, dtype=np.float32),
             {"max_tokens": WARMUP_MAX_TOKENS},
         )
-
-    def capabilities(self) -> dict[str, Any]:
-        caps = super().capabilities()
-        caps["devices"] = {
-            name: f"{m.device}/{m.dtype}" for name, m in sorted(self._models.items())
-        }
-        return caps
-
-    def unload(self, model: str) -> None:
-        loaded: _LoadedModel = require_model(self._models, model)
-        del self._models[model]
-        free_device_memory({loaded.device})
-
-    def close(self) -> None:
-        devices = {m.device for m in self._models.values()}
-        self._models.clear()
-        free_device_memory(devices)
 
 
 def _load(

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from legacy_host.device import free_device_memory, pick_device, pick_dtype
+from legacy_host.device import pick_device, pick_dtype
+from legacy_host.torch_engine import TorchEngine
 from legacy_host.whisper_words import RawWord, segment_words
 from orchestrator.errors import BadAudioError, BadRequestError, InternalError
 from orchestrator.host.engine import (
     ENGINE_SAMPLE_RATE,
-    Engine,
     EngineResult,
     ModelSpec,
     Segment,
@@ -74,7 +74,7 @@ class _LoadedWhisper:
         self.lock = threading.Lock()
 
 
-class TransformersWhisperEngine(Engine):
+class TransformersWhisperEngine(TorchEngine):
     """Serves Whisper checkpoints through transformers; see the module docstring for options."""
 
     name = "transformers-whisper"
@@ -157,21 +157,6 @@ class TransformersWhisperEngine(Engine):
             np.zeros(ENGINE_SAMPLE_RATE // 2, dtype=np.float32),
             {"max_tokens": WARMUP_MAX_TOKENS},
         )
-
-    def capabilities(self) -> dict[str, Any]:
-        caps = super().capabilities()
-        caps["devices"] = {n: f"{m.device}/{m.dtype}" for n, m in sorted(self._models.items())}
-        return caps
-
-    def unload(self, model: str) -> None:
-        loaded: _LoadedWhisper = require_model(self._models, model)
-        del self._models[model]
-        free_device_memory({loaded.device})
-
-    def close(self) -> None:
-        devices = {m.device for m in self._models.values()}
-        self._models.clear()
-        free_device_memory(devices)
 
 
 def _load(
