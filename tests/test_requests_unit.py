@@ -15,7 +15,7 @@ from orchestrator.wire.errors import (
     UnknownModelError,
 )
 from orchestrator.wire.protocol import Kind, Message
-from table_support import Parts, build_parts, unit_config
+from table_support import Parts, build_parts, make_ready, unit_config
 
 CLIENT = b"client-1"
 PCM = b"\x00\x00" * 1600  # 0.1 s at 16 kHz
@@ -262,3 +262,66 @@ def test_when_every_host_is_down_the_request_is_refused_at_once() -> None:
     t = table(parts)
     t.on_client_request(CLIENT, transcribe())
     assert parts.outbox.to_clients[0][1].header["error"]["code"] == NoHostAvailableError.code
+
+
+def _one_slot_host() -> Parts:
+    host = {"python": "current", "engine": "x.y:E", "models": {"m": "r"}, "max_inflight": 1}
+    return build_parts(unit_config(hosts={"a": host}))
+
+
+def test_a_request_arriving_behind_queued_ones_waits_without_routing_and_keeps_its_turn() -> None:
+    parts = _one_slot_host()
+    t = table(parts)
+    asked: list[object] = []
+    choose = parts.router.choose
+    parts.router.choose = lambda *a, **k: asked.append(a) or choose(*a, **k)  # type: ignore[method-assign]
+    for cid in range(4):
+        t.on_client_request(CLIENT, transcribe(cid=cid))
+    assert len(asked) == 2  # the first dispatched, the second queued; the rest queued behind it
+    assert [r.client_id for r in t.pending] == [1, 2, 3]
+    for expected in (1, 2, 3):  # each reply frees the one slot for the oldest waiting request
+        rid = sent_to_hosts(parts)[-1][1]
+        t.on_host_reply(parts.replica("a.0"), host_result(rid))
+        assert t.inflight[sent_to_hosts(parts)[-1][1]].client_id == expected
+    assert not t.pending and t.stats()["queued"] == 0
+
+
+def test_a_reply_drains_only_what_fits_and_requeues_the_rest_in_order() -> None:
+    parts = _one_slot_host()
+    t = table(parts)
+    for cid in range(6):
+        t.on_client_request(CLIENT, transcribe(cid=cid))
+    t.on_host_reply(parts.replica("a.0"), host_result(sent_to_hosts(parts)[-1][1]))
+    assert [r.client_id for r in t.pending] == [2, 3, 4, 5] and len(sent_to_hosts(parts)) == 2
+
+
+def test_queued_requests_are_answered_when_their_only_host_is_gone_for_good() -> None:
+    parts = _one_slot_host()
+    t = table(parts)
+    for cid in range(3):
+        t.on_client_request(CLIENT, transcribe(cid=cid))
+    rep = parts.replica("a.0")
+    parts.supervisor.stop(rep)  # stopped by an operator: nothing will serve the queue
+    t.on_replica_lost(rep, "stopped")
+    answered = {m.header["id"]: m.header["error"]["code"] for _, m in parts.outbox.to_clients}
+    assert answered == {0: "host_crashed", 1: NoHostAvailableError.code, 2: NoHostAvailableError.code}
+    assert not t.pending
+
+
+def test_queued_requests_keep_waiting_for_a_host_that_restarts() -> None:
+    parts = _one_slot_host()
+    t = table(parts)
+    for cid in range(2):
+        t.on_client_request(CLIENT, transcribe(cid=cid))
+    rep = parts.replica("a.0")
+    rep.proc.exit(1)  # type: ignore[union-attr]
+    parts.supervisor.tick()  # a crash: the restart policy brings it back
+    t.on_replica_lost(rep, "exited with 1")
+    # The one in flight had no other host to retry on; the queued one waits for the restart.
+    [(_, crashed)] = parts.outbox.to_clients
+    assert crashed.header["id"] == 0 and crashed.header["error"]["code"] == "host_crashed"
+    assert [r.client_id for r in t.pending] == [1]
+    parts.supervisor.tick()  # the restart is due: respawned
+    make_ready(parts.supervisor, rep)
+    t.drain_pending()
+    assert not t.pending and t.inflight[sent_to_hosts(parts)[-1][1]].client_id == 1

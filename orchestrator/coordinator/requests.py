@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.coordinator.config import CoordinatorSettings, ModelRoute
 from orchestrator.coordinator.outbox import Sender, reply_error
-from orchestrator.coordinator.router import Router, Verdict
+from orchestrator.coordinator.router import Choice, Router, Verdict
 from orchestrator.coordinator.supervisor import Replica, Supervisor
 from orchestrator.wire.bodies import HostResult, TranscribeRequest
 from orchestrator.wire.errors import (
@@ -36,6 +36,10 @@ from orchestrator.wire.protocol import Kind, Message
 MAX_ATTEMPTS = 2
 #: Error codes with which a host says "not this model here": the next host is tried.
 _TRY_ELSEWHERE = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.UNKNOWN_MODEL})
+
+
+#: What a queued request waits for: (model, pinned host, hosts already tried).
+WaitKind = tuple[str, str | None, frozenset[str]]
 
 
 @dataclass(eq=False)
@@ -57,7 +61,7 @@ class Request:
     #: What the last host said when it could not serve this request (reported if none can).
     last_error: OrchestratorError | None = None
     #: While queued: (model, pinned host, hosts tried), the replicas it waits for.
-    waits_for: tuple[str, str | None, frozenset[str]] | None = None
+    waits_for: WaitKind | None = None
 
     @property
     def pinned_host(self) -> str | None:
@@ -81,6 +85,8 @@ class RequestTable:
         #: Dispatched and not yet heard back from, by the id the host sees.
         self.inflight: dict[str, Request] = {}
         self.pending: deque[Request] = deque()
+        #: How many queued requests wait for each kind of replica (kept with ``pending``).
+        self._pending_kinds: Counter[WaitKind] = Counter()
         self._ids = itertools.count(1)
         self.received = 0
         self.results = 0
@@ -136,12 +142,22 @@ class RequestTable:
         """Dispatch now, queue, or answer with the typed reason (the last host's, if one failed).
 
         The queue bound refuses new work; a retry is work already admitted, so it may wait.
+        While older requests of its kind are queued it queues behind them without asking the
+        router: every change that could free a replica for them (a reply, a replica ready or
+        lost) drains the queue, so none is free now, and under pipelining this saves a routing
+        decision per request.
         """
-        try:
-            choice = self.router.choose(req.route, exclude=req.tried, only_host=req.pinned_host)
-        except OrchestratorError as exc:
-            self._answer_error(req, req.last_error or exc)
-            return
+        kind: WaitKind = (req.route.name, req.pinned_host, frozenset(req.tried))
+        if self._pending_kinds.get(kind):
+            choice = Choice(Verdict.WAIT)
+        else:
+            try:
+                choice = self.router.choose(
+                    req.route, exclude=req.tried, only_host=req.pinned_host
+                )
+            except OrchestratorError as exc:
+                self._answer_error(req, req.last_error or exc)
+                return
         if choice.verdict is Verdict.DISPATCH:
             assert choice.replica is not None
             self._dispatch(req, choice.replica)
@@ -153,8 +169,9 @@ class RequestTable:
                 ),
             )
         else:
-            req.waits_for = (req.route.name, req.pinned_host, frozenset(req.tried))
+            req.waits_for = kind
             self.pending.append(req)
+            self._pending_kinds[kind] += 1
 
     def _dispatch(self, req: Request, rep: Replica) -> None:
         now = time.monotonic()
@@ -187,23 +204,31 @@ class RequestTable:
         if not self.pending:
             return
         waiting, self.pending = self.pending, deque()
+        left, self._pending_kinds = self._pending_kinds, Counter()  # recounted as they go back
         # Within one pass capacity only shrinks (dispatches take slots, queueing frees none), so
         # once a request of some (model, pinned host, hosts tried) has to wait, every later one
-        # of the same kind would too: requeue those without asking the router again. Without
-        # this, each reply re-routed the whole queue (O(queue) per reply under pipelining).
-        blocked: set[tuple[str, str | None, frozenset[str]]] = set()
+        # of the same kind would too: requeue those without asking the router again. Once every
+        # request left is of a blocked kind, the rest goes back in one step: a reply under
+        # pipelining costs one dispatch and one refusal, not a pass over the queue.
+        blocked: set[WaitKind] = set()
+        blocked_left = 0  # requests still in ``waiting`` whose kind is blocked
         while waiting:
+            if blocked_left == len(waiting):
+                self.pending.extend(waiting)
+                self._pending_kinds.update(+left)
+                return
             req = waiting.popleft()
-            if req.waits_for in blocked:
+            kind = req.waits_for
+            left[kind] -= 1
+            if kind in blocked:
+                blocked_left -= 1
                 self.pending.append(req)
+                self._pending_kinds[kind] += 1
                 continue
             self._place(req)
             if self.pending and self.pending[-1] is req:
-                blocked.add(req.waits_for)
-                # Usually one kind waits: then the rest goes back in one step, not one by one.
-                if all(r.waits_for in blocked for r in waiting):
-                    self.pending.extend(waiting)
-                    return
+                blocked.add(kind)
+                blocked_left += left[kind]
 
     # ------------------------------------------------------------------ from hosts
     def on_host_reply(self, rep: Replica, msg: Message) -> None:
@@ -266,6 +291,7 @@ class RequestTable:
             keep: deque[Request] = deque()
             for req in self.pending:
                 if req.deadline <= now:
+                    self._pending_kinds[req.waits_for] -= 1  # type: ignore[index]
                     self._answer_error(req, DeadlineExceededError("deadline passed while queued"))
                 else:
                     keep.append(req)
@@ -302,9 +328,13 @@ class RequestTable:
                 self._place(req, retry=True)
             else:
                 self._answer_error(req, HostCrashedError(f"host {rep.name} died: {reason}"))
+        # Requests queued for replicas that may now never come back are answered now with the
+        # router's reason, not at their deadline; those a restart will serve keep waiting.
+        self.drain_pending()
 
     def close_all(self, reason: str) -> None:
         """Answer every open request (the coordinator is shutting down)."""
         for req in [*self.inflight.values(), *self.pending]:
             self._answer_error(req, HostCrashedError(reason))
         self.pending.clear()
+        self._pending_kinds.clear()

@@ -366,11 +366,24 @@ class Supervisor:
         rep.heartbeat = info
 
     def update_load(self, rep: Replica) -> None:
-        """Flip READY/BUSY as in-flight work changes (the broker calls this)."""
-        if rep.state is HostState.READY and rep.inflight >= rep.host.max_inflight:
-            self._transition(rep, HostState.BUSY)
-        elif rep.state is HostState.BUSY and rep.inflight < rep.host.max_inflight:
-            self._transition(rep, HostState.READY)
+        """Flip READY/BUSY as in-flight work changes (the broker calls this twice per request).
+
+        Under load a replica flips on nearly every request, so this skips what ``_transition``
+        adds for rarer moves (the legality table, a log line that was debug-level anyway);
+        listeners still hear every flip.
+        """
+        state = rep.state
+        if state is HostState.READY:
+            if rep.inflight >= rep.host.max_inflight:
+                self._flip_load(rep, HostState.BUSY)
+        elif state is HostState.BUSY and rep.inflight < rep.host.max_inflight:
+            self._flip_load(rep, HostState.READY)
+
+    def _flip_load(self, rep: Replica, new: HostState) -> None:
+        old = rep.state
+        rep.state, rep.state_since = new, time.monotonic()
+        for listener in self.listeners:
+            listener(rep, old, new, "")
 
     def recycle(self, rep: Replica, reason: str) -> None:
         """Kill a misbehaving replica now; the exit path restarts it under the policy.
