@@ -304,7 +304,11 @@ def test_queued_requests_are_answered_when_their_only_host_is_gone_for_good() ->
     parts.supervisor.stop(rep)  # stopped by an operator: nothing will serve the queue
     t.on_replica_lost(rep, "stopped")
     answered = {m.header["id"]: m.header["error"]["code"] for _, m in parts.outbox.to_clients}
-    assert answered == {0: "host_crashed", 1: NoHostAvailableError.code, 2: NoHostAvailableError.code}
+    assert answered == {
+        0: "host_crashed",
+        1: NoHostAvailableError.code,
+        2: NoHostAvailableError.code,
+    }
     assert not t.pending
 
 

@@ -152,9 +152,7 @@ class RequestTable:
             choice = Choice(Verdict.WAIT)
         else:
             try:
-                choice = self.router.choose(
-                    req.route, exclude=req.tried, only_host=req.pinned_host
-                )
+                choice = self.router.choose(req.route, exclude=req.tried, only_host=req.pinned_host)
             except OrchestratorError as exc:
                 self._answer_error(req, req.last_error or exc)
                 return
