@@ -14,10 +14,11 @@ Run as processes (``python -m bench.bare ROLE ...``, what the bench does for the
 comparison) or, for the broker, on a thread of the caller (:class:`ThreadBroker`, the analogue of
 an embedded coordinator with an inproc client). Every process exits when its parent is gone.
 
-The loops read and send with :mod:`orchestrator.wire.sockets` (int-flag frame sends, no failed
-receive per wake-up), the cheapest pyzmq calls we know and the ones our own processes use. They
-take hooks (a :class:`Relay` for the broker, a :data:`Handler` per message for the others), so
-the signed floor of ``bench.signed`` runs these very loops with the protocol's work added.
+The loops take hooks: a :class:`Relay` for the broker, a :data:`Handler` per message for the
+others, and the :class:`SocketCalls` they read and send with. The bare roles use plain pyzmq
+(:data:`PYZMQ`: ``recv_multipart``/``send_multipart``); the signed floor of ``bench.signed`` runs
+these very loops with the protocol's work in the hooks and our processes' frame helpers
+(:data:`WIRE`, :mod:`orchestrator.wire.sockets`), the cheapest calls we know.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +53,41 @@ MAX_MESSAGES_PER_WAKE = 1000
 
 #: What a server loop does with each message it reads (identity frames first, as received).
 Handler = Callable[[list[zmq.Frame]], None]
+
+
+@dataclass(frozen=True)
+class SocketCalls:
+    """How a loop reads the messages waiting on a socket and sends one (blocking)."""
+
+    drain: Callable[[zmq.Socket[Any]], Iterator[list[zmq.Frame]]]
+    send: Callable[[zmq.Socket[Any], Sequence[Any]], None]
+
+
+def _pyzmq_drain(sock: zmq.Socket[Any]) -> Iterator[list[zmq.Frame]]:
+    for _ in range(MAX_MESSAGES_PER_WAKE):
+        try:
+            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        yield frames
+
+
+def _pyzmq_send(sock: zmq.Socket[Any], frames: Sequence[Any]) -> None:
+    sock.send_multipart(frames, copy=False)
+
+
+def _wire_drain(sock: zmq.Socket[Any]) -> Iterator[list[zmq.Frame]]:
+    return waiting_messages(sock, MAX_MESSAGES_PER_WAKE)
+
+
+def _wire_send(sock: zmq.Socket[Any], frames: Sequence[Any]) -> None:
+    send_frames(sock, frames, block=True)
+
+
+#: Plain pyzmq, as anyone would write it: the bare baselines.
+PYZMQ = SocketCalls(_pyzmq_drain, _pyzmq_send)
+#: Our processes' frame helpers (int-flag frame sends, no failed receive per wake-up).
+WIRE = SocketCalls(_wire_drain, _wire_send)
 
 
 def _socket(ctx: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
@@ -79,18 +116,20 @@ class _ParentWatch:
         return os.getppid() != self.parent
 
 
-def serve(sock: zmq.Socket[Any], handle: Handler, should_stop: Callable[[], bool]) -> None:
+def serve(
+    sock: zmq.Socket[Any], handle: Handler, should_stop: Callable[[], bool], calls: SocketCalls
+) -> None:
     """Hand every message that arrives on ``sock`` to ``handle`` until ``should_stop()``."""
     while not should_stop():
         if not sock.poll(PARENT_CHECK_INTERVAL_S * 1000):
             continue
-        for frames in waiting_messages(sock, MAX_MESSAGES_PER_WAKE):
+        for frames in calls.drain(sock):
             handle(frames)
 
 
-def echoer(sock: zmq.Socket[Any]) -> Handler:
+def echoer(sock: zmq.Socket[Any], calls: SocketCalls) -> Handler:
     """A handler that sends every message straight back on ``sock``."""
-    return lambda frames: send_frames(sock, frames, block=True)
+    return lambda frames: calls.send(sock, frames)
 
 
 def run_echo(endpoint: str, curve_keys: str | None = None) -> None:
@@ -105,7 +144,7 @@ def run_echo(endpoint: str, curve_keys: str | None = None) -> None:
         curve.make_curve_server(sock, keys, curve.HOSTS_DOMAIN)
     sock.bind(endpoint)
     _announce()
-    serve(sock, echoer(sock), _ParentWatch().gone)
+    serve(sock, echoer(sock, PYZMQ), _ParentWatch().gone, PYZMQ)
 
 
 class Relay(Protocol):
@@ -135,9 +174,11 @@ def broker_loop(
     backend: zmq.Socket[Any],
     should_stop: Callable[[], bool],
     relay: Relay | None = None,
+    calls: SocketCalls = PYZMQ,
 ) -> None:
     """Relay client messages to the (first) worker and worker messages back to their client."""
     relay = relay or Forward()
+    drain, send = calls.drain, calls.send
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
     poller.register(backend, zmq.POLLIN)
@@ -147,12 +188,12 @@ def broker_loop(
     def to_worker(frames: list[zmq.Frame]) -> None:
         out = relay.to_worker(frames)
         if out is not None:
-            send_frames(backend, [worker, *out], block=True)
+            send(backend, [worker, *out])
 
     while not should_stop():
         events = dict(poller.poll(PARENT_CHECK_INTERVAL_S * 1000))
         if backend in events:
-            for frames in waiting_messages(backend, MAX_MESSAGES_PER_WAKE):
+            for frames in drain(backend):
                 if len(frames) == 2 and frames[1].bytes == WORKER_READY:
                     worker = frames[0].bytes
                     while waiting:
@@ -160,23 +201,28 @@ def broker_loop(
                     continue
                 out = relay.to_client(frames[1:])
                 if out is not None:
-                    send_frames(frontend, out, block=True)
+                    send(frontend, out)
         if frontend in events:
-            for frames in waiting_messages(frontend, MAX_MESSAGES_PER_WAKE):
+            for frames in drain(frontend):
                 if worker is None:
                     waiting.append(frames)
                 else:
                     to_worker(frames)
 
 
-def run_broker(frontend_endpoint: str, backend_endpoint: str, relay: Relay | None = None) -> None:
+def run_broker(
+    frontend_endpoint: str,
+    backend_endpoint: str,
+    relay: Relay | None = None,
+    calls: SocketCalls = PYZMQ,
+) -> None:
     ctx = zmq.Context()
     frontend = _socket(ctx, zmq.ROUTER)
     backend = _socket(ctx, zmq.ROUTER)
     frontend.bind(frontend_endpoint)
     backend.bind(backend_endpoint)
     _announce()
-    broker_loop(frontend, backend, _ParentWatch().gone, relay)
+    broker_loop(frontend, backend, _ParentWatch().gone, relay, calls)
 
 
 class ThreadBroker:
@@ -188,6 +234,7 @@ class ThreadBroker:
         frontend_endpoint: str,
         backend_endpoint: str,
         relay: Relay | None = None,
+        calls: SocketCalls = PYZMQ,
     ) -> None:
         self._stop = threading.Event()
         self._frontend = _socket(ctx, zmq.ROUTER)
@@ -196,7 +243,7 @@ class ThreadBroker:
         self._backend.bind(backend_endpoint)
         self._thread = threading.Thread(
             target=broker_loop,
-            args=(self._frontend, self._backend, self._stop.is_set, relay),
+            args=(self._frontend, self._backend, self._stop.is_set, relay, calls),
             daemon=True,
         )
         self._thread.start()
@@ -211,8 +258,8 @@ class ThreadBroker:
 class _Sink:
     """Records when each chunk arrived and hands the record back on a ``report`` message."""
 
-    def __init__(self, sock: zmq.Socket[Any]) -> None:
-        self.sock = sock
+    def __init__(self, sock: zmq.Socket[Any], calls: SocketCalls) -> None:
+        self.sock, self.calls = sock, calls
         self.sent: list[int] = []
         self.arrived: list[int] = []
 
@@ -222,22 +269,24 @@ class _Sink:
             self.sent.append(stamp_of(frames[2].buffer))
         elif frames[1].bytes == REPORT:
             record = np.array([self.sent, self.arrived], dtype=np.int64).tobytes()
-            self.sock.send_multipart([frames[0], REPORT, record])
+            self.calls.send(self.sock, [frames[0], REPORT, record])
             self.sent, self.arrived = [], []
 
 
-#: Worker behaviours by name: each makes the handler for the worker's socket.
-WORKER_MODES: dict[str, Callable[[zmq.Socket[Any]], Handler]] = {"echo": echoer, "sink": _Sink}
+#: Makes a worker's handler for its socket and the calls it sends with.
+MakeHandler = Callable[[zmq.Socket[Any], SocketCalls], Handler]
+#: Worker behaviours by name.
+WORKER_MODES: dict[str, MakeHandler] = {"echo": echoer, "sink": _Sink}
 
 
-def run_worker(endpoint: str, make_handler: Callable[[zmq.Socket[Any]], Handler]) -> None:
+def run_worker(endpoint: str, make_handler: MakeHandler, calls: SocketCalls = PYZMQ) -> None:
     """DEALER behind the broker, announced with ``ready``; each message goes to the handler."""
     ctx = zmq.Context()
     sock = _socket(ctx, zmq.DEALER)
     sock.connect(endpoint)
     sock.send(WORKER_READY)
     _announce()
-    serve(sock, make_handler(sock), _ParentWatch().gone)
+    serve(sock, make_handler(sock, calls), _ParentWatch().gone, calls)
 
 
 def _announce() -> None:

@@ -4,11 +4,12 @@ The protocol (``orchestrator.wire.protocol``) asks every receiver to verify an H
 all frames, refuse replays and parse a JSON header, and every sender to write a JSON header and
 sign the frames; a relay must give each request an id of its own on the hosts' side and sign
 with the hosts' key there, the clients' key on the way back. This module does that and nothing
-else, with the real :class:`~orchestrator.wire.protocol.Codec`, on the bare loops and clients of
-``bench.bare`` / ``bench.bare_clients``:
+else, with the real :class:`~orchestrator.wire.protocol.Codec`, on the loops of ``bench.bare``
+(hooks, not copies) with our processes' frame helpers (``bench.bare.WIRE``):
 
-* :class:`SignedExchange` (client side): a header with the fields our client's ``transcribe``
-  sends, encoded and signed with the 640-byte payload; the reply decoded for its id;
+* the clients (``bench.signed_clients``) send a header with the fields our client's
+  ``transcribe`` sends, encoded and signed with the 640-byte payload, and decode each reply for
+  its id;
 * :class:`SignedRelay` (broker): decode each client message (verify, replay check, JSON),
   remember (client identity, client id) under a new number, send it on with that number as its
   id under a fresh signature with the host key; on the reply, decode, put the client's id back,
@@ -21,7 +22,7 @@ The keys are random per run and reach the child processes in environment variabl
 child only (never on argv, where any user could read them): the broker gets both, the worker
 only the host key. Run as ``python -m bench.signed broker FRONT BACK`` / ``worker ENDPOINT``
 (:func:`bench.harness.signed_child`), or the broker on a thread with
-``bench.bare.ThreadBroker(..., relay=SignedRelay(keys))``.
+``bench.bare.ThreadBroker(..., SignedRelay(keys), WIRE)``.
 """
 
 from __future__ import annotations
@@ -30,16 +31,15 @@ import argparse
 import itertools
 import os
 import sys
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from bench.bare import Handler, run_broker, run_worker
+from bench.bare import WIRE, Handler, SocketCalls, run_broker, run_worker
 from orchestrator.wire.errors import ProtocolError
 from orchestrator.wire.protocol import KEY_BYTES, Codec, DropCounter, Kind, Message, new_key
-from orchestrator.wire.sockets import send_frames
 
 #: Environment variables that hand a child its signing keys (hex).
 CLIENT_KEY_ENV = "ORC_BENCH_CLIENT_KEY"
@@ -94,40 +94,13 @@ def key_from_env(name: str) -> bytes:
     return key
 
 
-def _decode(codec: Codec, drops: DropCounter, frames: Sequence[zmq.Frame]) -> Message | None:
+def decode(codec: Codec, drops: DropCounter, frames: Sequence[zmq.Frame]) -> Message | None:
     """The message, or None for frames the protocol refuses (counted and dropped)."""
     try:
         return codec.decode([f.buffer for f in frames])
     except ProtocolError as exc:
         drops.add(exc)
         return None
-
-
-class SignedExchange:
-    """A client's side of the protocol: TRANSCRIBE requests out, replies matched by their id."""
-
-    def __init__(self, key: bytes, *, model: str, sample_rate: int, timeout_s: float) -> None:
-        self.codec = Codec(key)
-        self.drops = DropCounter()
-        self._model, self._sample_rate, self._timeout_s = model, sample_rate, timeout_s
-        self._prefix = os.urandom(4).hex()
-        self._ids = itertools.count(1)
-
-    def request(self, payload: bytes) -> tuple[Hashable, Sequence[Any]]:
-        rid = f"{self._prefix}-{next(self._ids)}"
-        header = {
-            "id": rid,
-            "model": self._model,
-            "sample_rate": self._sample_rate,
-            "format": "pcm16",
-            "options": {},
-            "timeout_s": self._timeout_s,
-        }
-        return rid, self.codec.encode(Message(Kind.TRANSCRIBE, header, [payload]))
-
-    def reply_id(self, frames: list[zmq.Frame]) -> Hashable | None:
-        msg = _decode(self.codec, self.drops, frames)
-        return None if msg is None else msg.header.get("id")
 
 
 class SignedRelay:
@@ -142,7 +115,7 @@ class SignedRelay:
         self._pending: dict[int, tuple[bytes, Any]] = {}
 
     def to_worker(self, frames: list[zmq.Frame]) -> Sequence[Any] | None:
-        msg = _decode(self.client_codec, self.drops, frames[1:])
+        msg = decode(self.client_codec, self.drops, frames[1:])
         if msg is None:
             return None
         number = next(self._numbers)
@@ -151,7 +124,7 @@ class SignedRelay:
         return self.host_codec.encode(msg)
 
     def to_client(self, frames: list[zmq.Frame]) -> Sequence[Any] | None:
-        msg = _decode(self.host_codec, self.drops, frames)
+        msg = decode(self.host_codec, self.drops, frames)
         if msg is None:
             return None
         entry = self._pending.pop(msg.header.get("id"), None)
@@ -164,13 +137,13 @@ class SignedRelay:
 class SignedWorker:
     """The host's part of the protocol: each request decoded, answered by a signed RESULT."""
 
-    def __init__(self, sock: zmq.Socket[Any], key: bytes) -> None:
-        self.sock = sock
+    def __init__(self, sock: zmq.Socket[Any], calls: SocketCalls, key: bytes) -> None:
+        self.sock, self.calls = sock, calls
         self.codec = Codec(key)
         self.drops = DropCounter()
 
     def __call__(self, frames: list[zmq.Frame]) -> None:
-        msg = _decode(self.codec, self.drops, frames)
+        msg = decode(self.codec, self.drops, frames)
         if msg is None:
             return
         header = {
@@ -180,12 +153,12 @@ class SignedWorker:
             "load_s": 0.0,
             "compute_s": 0.0,
         }
-        send_frames(self.sock, self.codec.encode(Message(Kind.RESULT, header)), block=True)
+        self.calls.send(self.sock, self.codec.encode(Message(Kind.RESULT, header)))
 
 
-def signed_worker(sock: zmq.Socket[Any]) -> Handler:
+def signed_worker(sock: zmq.Socket[Any], calls: SocketCalls) -> Handler:
     """The worker's handler, keyed from the environment (``python -m bench.signed worker``)."""
-    return SignedWorker(sock, key_from_env(HOST_KEY_ENV))
+    return SignedWorker(sock, calls, key_from_env(HOST_KEY_ENV))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.role == "broker":
         keys = Keys(key_from_env(CLIENT_KEY_ENV), key_from_env(HOST_KEY_ENV))
-        run_broker(args.frontend, args.backend, SignedRelay(keys))
+        run_broker(args.frontend, args.backend, SignedRelay(keys), WIRE)
     else:
-        run_worker(args.endpoint, signed_worker)
+        run_worker(args.endpoint, signed_worker, WIRE)
     return 0
 
 

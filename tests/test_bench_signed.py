@@ -10,15 +10,8 @@ import pytest
 import zmq
 
 from bench import harness
-from bench.bare_clients import BareAsyncClient, BareSyncClient
-from bench.signed import (
-    HOST_KEY_ENV,
-    RESULT_BODY,
-    Keys,
-    SignedExchange,
-    SignedRelay,
-    key_from_env,
-)
+from bench.signed import HOST_KEY_ENV, RESULT_BODY, Keys, SignedRelay, key_from_env
+from bench.signed_clients import SignedAsyncClient, SignedExchange, SignedSyncClient
 from orchestrator.wire.errors import ProtocolError
 from orchestrator.wire.protocol import Codec, Kind, Message
 
@@ -52,7 +45,8 @@ def test_relay_re_signs_each_way_and_swaps_the_ids() -> None:
     to_client = relay.to_client(frames_of(reply))
     assert to_client is not None
     assert to_client[0] == b"client-7"
-    assert client.reply_id(frames_of(to_client[1:])) == rid
+    answer = client.reply(frames_of(to_client[1:]))
+    assert answer is not None and answer.header["id"] == rid
     # Answered once: the same reply again is a replay, and no entry is left to answer twice.
     assert relay.to_client(frames_of(reply)) is None
     assert relay.drops.by_reason["replay"] == 1
@@ -83,15 +77,14 @@ def test_floor_processes_answer_sync_and_pipelined_requests() -> None:
                 assert keys.host.hex() not in " ".join(child.proc.args)
             ctx = zmq.Context()
             try:
-                sync = BareSyncClient(ctx, front, exchange=exchange(keys))
-                reply_frames = sync.round_trip(PAYLOAD)
-                reply = Codec(keys.client).decode([f.buffer for f in reply_frames])
+                sync = SignedSyncClient(ctx, front, exchange(keys))
+                reply = sync.round_trip(PAYLOAD)
                 sync.close()
                 assert reply.kind is Kind.RESULT
                 assert reply.header["result"] == RESULT_BODY
 
                 async def pipelined() -> int:
-                    client = BareAsyncClient(ctx, front, exchange=exchange(keys))
+                    client = SignedAsyncClient(ctx, front, exchange(keys))
                     try:
                         requests = (client.request(PAYLOAD) for _ in range(64))
                         replies = await asyncio.wait_for(asyncio.gather(*requests), 10)
