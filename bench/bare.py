@@ -1,4 +1,4 @@
-"""The bare-pyzmq baselines: the least any ZeroMQ design of ours could cost.
+"""The bare-pyzmq baselines: ZeroMQ with nothing of ours on top (no signing, no JSON, no tables).
 
 Three roles, each a few lines of plain pyzmq with no signing, no JSON and no bookkeeping:
 
