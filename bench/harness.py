@@ -234,6 +234,11 @@ def bare_child(*args: str) -> Child:
     return Child(["-m", "bench.bare", *args])
 
 
+def signed_child(keys_env: Mapping[str, str], *args: str) -> Child:
+    """A role of the signed floor (``bench.signed``); its keys in its environment, not argv."""
+    return Child(["-m", "bench.signed", *args], env=keys_env)
+
+
 def socket_folder() -> tempfile.TemporaryDirectory[str]:
     """A private temporary folder short enough for ipc socket paths."""
     return tempfile.TemporaryDirectory(prefix="orc-bench-", dir=SOCKET_TMP)

@@ -12,7 +12,15 @@ against asyncio, identical measuring loops from ``bench.loops``):
   echo worker in a child -- the shape of the embedded coordinator;
 * bare broker, process: the same forwarder in a child, its worker in another -- three processes
   like the standalone coordinator;
-* bare echo: a DEALER straight to a ROUTER echo in a child -- the floor of any ipc round trip.
+* bare echo: a DEALER straight to a ROUTER echo in a child -- the floor of any ipc round trip;
+* signed floor, thread and 3 processes: the two bare broker shapes doing exactly the work the
+  protocol obliges every hop to do (``bench.signed``: sign and verify every message with the
+  real codec, refuse replays, JSON headers, a fresh request number and key on the host side) and
+  nothing else, with our processes' cheap socket calls and clients built like ours. Its rows
+  split each gap in two: signed floor vs bare broker is the best any implementation of the
+  protocol can score against the targets' baseline (the protocol's cost, less what the cheaper
+  calls save against plain pyzmq), ours vs signed floor what our code adds above it, like with
+  like (routing tables, deadlines, typed bodies, audio decoding, the engine).
 
 Every target is measured ``rounds`` times in alternation and the samples pooled.
 """
@@ -30,24 +38,36 @@ import numpy as np
 import zmq
 
 from bench import harness, loops
-from bench.bare import ThreadBroker
+from bench.bare import WIRE, ThreadBroker
 from bench.bare_clients import BareAsyncClient, BareSyncClient
 from bench.procstat import CpuMeter
 from bench.profiles import Profile
 from bench.report import Figure, Target
+from bench.signed import Keys, SignedRelay
+from bench.signed_clients import SignedAsyncClient, SignedExchange, SignedSyncClient
 from bench.stats import percentile, summary
-from orchestrator.client import AsyncClient, Client
+from orchestrator.client import DEFAULT_TIMEOUT_S, AsyncClient, Client
 
 GROUP = "routing"
 MODEL = "echo"
 P50_TARGET = Target("ratio", "<=", 1.3)
 THROUGHPUT_TARGET = Target("ratio", ">=", 0.7)
-#: The five ends a round trip is measured against (ours twice, the baselines three times).
+#: The seven ends a round trip is measured against (ours twice, the baselines five times).
 EMBEDDED, STANDALONE = "ours embedded", "ours standalone"
 BARE_THREAD, BARE_PROCESS, BARE_ECHO = (
     "bare broker (thread)",
     "bare broker (3 processes)",
     "bare echo",
+)
+SIGNED_THREAD, SIGNED_PROCESS = "signed floor (thread)", "signed floor (3 processes)"
+#: The order ends are measured in, each round: each of ours beside its two baselines.
+MEASURE_ORDER = (
+    EMBEDDED, BARE_THREAD, SIGNED_THREAD, STANDALONE, BARE_PROCESS, SIGNED_PROCESS, BARE_ECHO,
+)  # fmt: skip
+#: Ours, the bare broker and the signed floor of one shape: embedded, then standalone.
+SHAPES = (
+    ("embedded", EMBEDDED, BARE_THREAD, SIGNED_THREAD),
+    ("standalone", STANDALONE, BARE_PROCESS, SIGNED_PROCESS),
 )
 CLIENT, MIDDLE, FAR = "client", "coordinator", "host"
 
@@ -81,66 +101,98 @@ class _Ends:
         back = harness.ipc_endpoint(folder, "back")
         broker_child = stack.enter_context(harness.bare_child("broker", self.process_front, back))
         worker_child = stack.enter_context(harness.bare_child("worker", back))
+        self.keys = Keys.new()
+        signed_back = harness.ipc_endpoint(folder, "signed-back")
+        self.signed_thread_front = "inproc://signed-broker"
+        signed = ThreadBroker(
+            self.ctx, self.signed_thread_front, signed_back, SignedRelay(self.keys), WIRE
+        )
+        stack.callback(signed.close)
+        stack.enter_context(harness.signed_child(self.keys.worker_env(), "worker", signed_back))
+        self.signed_process_front = harness.ipc_endpoint(folder, "signed-front")
+        signed_process_back = harness.ipc_endpoint(folder, "signed-process-back")
+        signed_broker = stack.enter_context(
+            harness.signed_child(
+                self.keys.broker_env(), "broker", self.signed_process_front, signed_process_back
+            )
+        )
+        signed_worker = stack.enter_context(
+            harness.signed_child(self.keys.worker_env(), "worker", signed_process_back)
+        )
         #: Processes whose CPU the pipelined runs are charged to: client, middle, far end.
         self.cpu = {
             STANDALONE: CpuMeter({CLIENT: os.getpid(), MIDDLE: standalone.pid, FAR: host_pid}),
             BARE_PROCESS: CpuMeter(
                 {CLIENT: os.getpid(), MIDDLE: broker_child.pid, FAR: worker_child.pid}
             ),
+            SIGNED_PROCESS: CpuMeter(
+                {CLIENT: os.getpid(), MIDDLE: signed_broker.pid, FAR: signed_worker.pid}
+            ),
         }
         self.cpu_requests = dict.fromkeys(self.cpu, 0)
         self.echo = harness.ipc_endpoint(folder, "echo")
         stack.enter_context(harness.bare_child("echo", self.echo))
 
+    def signed_exchange(self) -> SignedExchange:
+        """A signed-floor client's protocol side: the request our client sends, signed."""
+        return SignedExchange(
+            self.keys.client,
+            model=MODEL,
+            sample_rate=harness.SAMPLE_RATE,
+            timeout_s=DEFAULT_TIMEOUT_S,
+        )
+
+    def baseline_clients(self, sync: bool) -> dict[str, Any]:
+        """A client of each baseline, of one style: the bare ones or, on the signed floor's
+        ends, the signed ones."""
+        bare, signed = (
+            (BareSyncClient, SignedSyncClient) if sync else (BareAsyncClient, SignedAsyncClient)
+        )
+        return {
+            BARE_THREAD: bare(self.ctx, self.thread_front),
+            SIGNED_THREAD: signed(self.ctx, self.signed_thread_front, self.signed_exchange()),
+            BARE_PROCESS: bare(self.ctx, self.process_front),
+            SIGNED_PROCESS: signed(self.ctx, self.signed_process_front, self.signed_exchange()),
+            BARE_ECHO: bare(self.ctx, self.echo),
+        }
+
+    def _in_order(
+        self,
+        payload: bytes,
+        ours: tuple[Client, Client] | tuple[AsyncClient, AsyncClient],
+        baselines: dict[str, Callable[[], Any]],
+    ) -> dict[str, Callable[[], Any]]:
+        """Every end's one-request callable in MEASURE_ORDER: ``ours`` (embedded, standalone)
+        through ``transcribe``, then the ``baselines``."""
+        embedded, standalone = ours
+
+        def transcribe(client: Any) -> Callable[[], Any]:
+            return lambda: client.transcribe(payload, sample_rate=harness.SAMPLE_RATE, model=MODEL)
+
+        ends = {EMBEDDED: transcribe(embedded), STANDALONE: transcribe(standalone), **baselines}
+        return {name: ends[name] for name in MEASURE_ORDER}
+
     def sync_round_trips(
         self, stack: contextlib.ExitStack, payload: bytes
     ) -> dict[str, Callable[[], Any]]:
-        ours_embedded = self.coord.sync_client()
         ours_standalone = stack.enter_context(Client(connection_file=self.connection_file))
-        bare = {
-            BARE_THREAD: BareSyncClient(self.ctx, self.thread_front),
-            BARE_PROCESS: BareSyncClient(self.ctx, self.process_front),
-            BARE_ECHO: BareSyncClient(self.ctx, self.echo),
-        }
-        for client in bare.values():
+        baselines = {}
+        for name, client in self.baseline_clients(sync=True).items():
             stack.callback(client.close)
-
-        def ours(client: Client) -> Callable[[], Any]:
-            return lambda: client.transcribe(payload, sample_rate=harness.SAMPLE_RATE, model=MODEL)
-
-        return {
-            EMBEDDED: ours(ours_embedded),
-            BARE_THREAD: lambda: bare[BARE_THREAD].round_trip(payload),
-            STANDALONE: ours(ours_standalone),
-            BARE_PROCESS: lambda: bare[BARE_PROCESS].round_trip(payload),
-            BARE_ECHO: lambda: bare[BARE_ECHO].round_trip(payload),
-        }
+            baselines[name] = lambda c=client: c.round_trip(payload)
+        return self._in_order(payload, (self.coord.sync_client(), ours_standalone), baselines)
 
     async def async_requests(
         self, stack: contextlib.AsyncExitStack, payload: bytes
     ) -> dict[str, Callable[[], Awaitable[Any]]]:
-        ours_embedded = self.coord.client()
         ours_standalone = await stack.enter_async_context(
             AsyncClient(connection_file=self.connection_file)
         )
-        bare = {
-            BARE_THREAD: BareAsyncClient(self.ctx, self.thread_front),
-            BARE_PROCESS: BareAsyncClient(self.ctx, self.process_front),
-            BARE_ECHO: BareAsyncClient(self.ctx, self.echo),
-        }
-        for client in bare.values():
+        baselines = {}
+        for name, client in self.baseline_clients(sync=False).items():
             stack.push_async_callback(client.aclose)
-
-        def ours(client: AsyncClient) -> Callable[[], Awaitable[Any]]:
-            return lambda: client.transcribe(payload, sample_rate=harness.SAMPLE_RATE, model=MODEL)
-
-        return {
-            EMBEDDED: ours(ours_embedded),
-            BARE_THREAD: lambda: bare[BARE_THREAD].request(payload),
-            STANDALONE: ours(ours_standalone),
-            BARE_PROCESS: lambda: bare[BARE_PROCESS].request(payload),
-            BARE_ECHO: lambda: bare[BARE_ECHO].request(payload),
-        }
+            baselines[name] = lambda c=client: c.request(payload)
+        return self._in_order(payload, (self.coord.client(), ours_standalone), baselines)
 
 
 def run(profile: Profile) -> list[Figure]:
@@ -158,7 +210,11 @@ def run(profile: Profile) -> list[Figure]:
                         fn, profile.round_trips, profile.warmup_round_trips
                     )
             asyncio.run(_async_round(ends, payload, profile, async_lat, rates, pipelined_lat))
-        return _figures(sync_lat, async_lat, rates, pipelined_lat, profile) + _cpu_figures(ends)
+        return (
+            _figures(sync_lat, async_lat, rates, pipelined_lat, profile)
+            + _cpu_figures(ends)
+            + _floor_figures(sync_lat, async_lat, rates, ends, profile)
+        )
 
 
 async def _async_round(
@@ -298,4 +354,74 @@ def _cpu_figures(ends: _Ends) -> list[Figure]:
             "the client process also holds the idle embedded coordinator and bare thread broker",
         )
     )
+    return figures
+
+
+def _split(
+    name: str,
+    unit: str,
+    measure: Callable[[str], float],
+    shape: tuple[str, str, str],
+    details: Callable[[str], Any] | None = None,
+) -> list[Figure]:
+    """One measure in two rows: the signed floor against the bare broker (what the protocol
+    alone costs), ours against the signed floor (what our code adds above it)."""
+    ours, bare, floor = shape
+    return [
+        Figure(
+            GROUP,
+            f"{name}: {title}",
+            unit,
+            value=measure(end),
+            baseline=measure(against),
+            baseline_label=against,
+            details={"value": details(end), "baseline": details(against)} if details else {},
+        )
+        for title, end, against in (
+            ("signed floor vs bare", floor, bare),
+            ("ours vs signed floor", ours, floor),
+        )
+    ]
+
+
+def _floor_figures(
+    sync_lat: dict[str, list[float]],
+    async_lat: dict[str, list[float]],
+    rates: dict[str, list[float]],
+    ends: _Ends,
+    profile: Profile,
+) -> list[Figure]:
+    """The signed floor's rows, each measure split in two (see :func:`_split`)."""
+    figures: list[Figure] = []
+    for where, ours, bare, floor in SHAPES:
+        for style, lat in (("sync", sync_lat), ("async", async_lat)):
+            for q in (50, 99):
+                figures += _split(
+                    f"{style} round trip p{q}, {where}",
+                    "s",
+                    lambda name, lat=lat, q=q: percentile(lat[name], q),
+                    (ours, bare, floor),
+                    lambda name, lat=lat: summary(lat[name]),
+                )
+        figures += _split(
+            f"pipelined throughput ({profile.pipeline_window} in flight), {where}",
+            "req/s",
+            lambda name: float(np.median(rates[name])),
+            (ours, bare, floor),
+            lambda name: rates[name],
+        )
+    cpu_shape = (STANDALONE, BARE_PROCESS, SIGNED_PROCESS)
+    for role, what in (
+        (CLIENT, "client"),
+        (MIDDLE, "middle process"),
+        (FAR, "far process"),
+        (None, "all three processes"),
+    ):
+
+        def cpu(name: str, role: str | None = role) -> float:
+            spent = ends.cpu[name].spent
+            total = spent[role] if role else sum(spent.values())
+            return total / ends.cpu_requests[name]
+
+        figures += _split(f"CPU per request, standalone, {what}", "s", cpu, cpu_shape)
     return figures
