@@ -137,10 +137,11 @@ class Replica:
     key_name: str = ""
     peer: str = ""
     remote_pid: int | None = None
+    #: ``host.index``, fixed for the replica's life (routing reads it several times a request).
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return f"{self.host.name}.{self.index}"
+    def __post_init__(self) -> None:
+        self.name = f"{self.host.name}.{self.index}"
 
     @property
     def identity(self) -> bytes:

@@ -41,11 +41,13 @@ _FAULT_OPTIONS = (
 
 def fingerprint(pcm16: np.ndarray) -> dict[str, int | float]:
     """The numbers the synthetic text is made of; tests compute the same on what they sent."""
-    values = np.asarray(pcm16, dtype=np.int64)  # no copy when the caller has int64 already
+    # float64 holds every sum of int16 values exactly up to 2**53 (hours of audio); the dot
+    # product is one pass, where an int64 square-then-sum is two.
+    values = np.asarray(pcm16, dtype=np.float64)
     return {
         "n": int(values.size),
         "sum": int(values.sum()),
-        "sq": float((values * values).sum()),
+        "sq": float(values @ values),
         "first": int(values[0]) if values.size else 0,
         "last": int(values[-1]) if values.size else 0,
     }
@@ -131,9 +133,10 @@ class SyntheticEngine(Engine):
             self._inject_faults(_parse_faults(str(context or "")), count)
         # PCM16 decodes as value / 32768, so this recovers the exact integers the client sent
         # (clipped in place, one pass each: the fingerprint is every routing benchmark's model).
-        values = np.rint(audio * 32768.0).astype(np.int64)
-        np.minimum(values, 32767, out=values)  # ufuncs: np.clip is a Python-level wrapper
-        np.maximum(values, -32768, out=values)
+        values = audio * np.float32(32768.0)
+        np.rint(values, out=values)
+        np.minimum(values, 32767.0, out=values)  # ufuncs: np.clip is a Python-level wrapper
+        np.maximum(values, -32768.0, out=values)  # resampled streams may ring past full scale
         fp = fingerprint(values)
         text = format_fingerprint(fp)
         duration = audio.size / 16_000
