@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from orchestrator.host.engine import Engine, ModelSpec
 from orchestrator.wire.errors import BadRequestError, ModelUnavailableError, UnknownModelError
@@ -133,24 +133,27 @@ class ModelTable:
             finally:
                 self._on_change()
 
-    @contextlib.contextmanager
-    def using(self, model: str) -> Iterator[float]:
-        """Hold ``model`` loaded for the block (loading it first); yields the seconds loading took."""
+    def using(self, model: str) -> ModelUse:
+        """Hold ``model`` loaded for a ``with`` block (loading it first); the block gets the
+        seconds loading took."""
+        return ModelUse(self, model)
+
+    def _hold(self, model: str) -> float:
+        """Count one more user of ``model``, loading it first if needed; seconds spent loading."""
         load_s = 0.0
         while True:
             with self._use_lock:
                 if model in self.loaded:
                     self._in_use[model] += 1
-                    break
+                    return load_s
             # Not loaded: load it (another thread may unload it again before we count ourselves
             # in, so count under the lock and loop until that succeeds).
             load_s += self.load(model)
-        try:
-            yield load_s
-        finally:
-            with self._use_lock:
-                self._in_use[model] -= 1
-                self._last_used[model] = time.monotonic()
+
+    def _release(self, model: str) -> None:
+        with self._use_lock:
+            self._in_use[model] -= 1
+            self._last_used[model] = time.monotonic()
 
     # ----------------------------------------------------------------- unloading
     def unload(self, model: str) -> bool:
@@ -212,3 +215,21 @@ class ModelTable:
             raise
         log.info("unloaded model %s (%s) in %.2fs", spec.name, why, time.monotonic() - started)
         self._on_change()
+
+
+class ModelUse:
+    """``with table.using(model) as load_s:``: the model stays loaded for the block.
+
+    A class, not a generator context manager: every request enters one, and this costs a third.
+    """
+
+    __slots__ = ("_model", "_table")
+
+    def __init__(self, table: ModelTable, model: str) -> None:
+        self._table, self._model = table, model
+
+    def __enter__(self) -> float:
+        return self._table._hold(self._model)
+
+    def __exit__(self, *exc: object) -> None:
+        self._table._release(self._model)
