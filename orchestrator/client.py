@@ -499,7 +499,7 @@ class AsyncClient(_ClientBase):
         Read streamed, converted once to 16 kHz PCM16, cut at pauses into pieces no longer than
         the engine's window (``plan=PiecePlan(max_piece_s=...)``), spread over every serving
         replica of the model and merged in order with file timestamps. A piece that fails
-        transiently (deadline, crash, full queue, no replica serving) is tried again on another
+        transiently (deadline, crash, no replica serving) is tried again on another
         host, ``piece_attempts`` times in all (``transcript.retries`` counts the retries, its
         ``warnings`` name them). Also takes ``on_progress``, ``parallel``, ``pause_finder``,
         ``max_duration_s``, ``skip_silence``, ``retry_backoff_s`` and the engine options; see

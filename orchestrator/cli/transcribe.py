@@ -7,7 +7,7 @@ it connects to a running one through its connection file. Every file, short or l
 long-form path (``orchestrator.longform``): decoded block by block, converted once to 16 kHz
 PCM16, cut at pauses, spread over every serving replica and merged with file timestamps. What is
 wrong with the file (cut short, a lying header) is warned about, and listed under ``warnings`` in
-``--json``. A piece a host fails transiently (timed out, crashed, busy) is retried on another
+``--json``. A piece a host fails transiently (timed out, crashed, not serving) is retried on another
 host, ``--piece-attempts`` times in all; each retry is a warning on stderr and counted under
 ``retries``.
 
@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=arguments.attempts,
         default=DEFAULT_PIECE_ATTEMPTS,
         metavar="N",
-        help="tries per piece when a host times out, crashes or is busy; each retry goes to "
+        help="tries per piece when a host times out, crashes or is not serving; each retry goes to "
         f"another host of the model unless --all-hosts pins one (default {DEFAULT_PIECE_ATTEMPTS}; "
         "1: no retry)",
     )

@@ -9,16 +9,21 @@ up to ``piece_attempts`` times in all:
 - ``deadline_exceeded``: that host (or the queue in front of it) was too slow this time;
 - ``host_crashed``: its process died mid-piece (the coordinator has already tried one other
   replica; the supervisor restarts the dead one);
-- ``overloaded``: the coordinator's queue was full; it drains as pieces finish;
 - ``no_host_available``: no replica was serving just then (restarting, stopped by an operator).
+
+A busy host is not an error: the coordinator queues the piece until a replica has room.
 
 Everything else fails the run at once, as it always did: ``bad_audio``, ``bad_request`` and
 ``unknown_model`` are the caller's mistakes and fail the same way on any host; a model that is
 ``model_unavailable`` has already been tried on every host of its route by the coordinator, and
 missing weights do not appear in seconds; ``internal`` is an engine bug that a retry would hide
-(and pay for in time); the protocol and stream codes are not a one-shot request's. One
-exception: when a retry was pinned to a host by this module (not by the caller) and that host
-answers ``model_unavailable``, that says "not on this host", and the next host is tried.
+(and pay for in time); the protocol and stream codes are not a one-shot request's. Nor is
+``overloaded``: it is the coordinator's admission control saying its queue is full of work, and
+not this run's (the runner keeps no more pieces in flight than the model's replicas take). The
+answer to it, sending less, is the caller's: the HTTP face turns it into a 429 with
+Retry-After so its clients back off, which retrying here would hide while adding to the load.
+One exception: when a retry was pinned to a host by this module (not by the caller) and that
+host answers ``model_unavailable``, that says "not on this host", and the next host is tried.
 
 Where a retry goes: when the caller pinned ``host=``, to that host again (a comparison run must
 not mix hosts). Otherwise to the first host of the model's fallback order that has not failed
@@ -44,8 +49,8 @@ from orchestrator.wire.errors import BadRequestError, ErrorCode, OrchestratorErr
 DEFAULT_PIECE_ATTEMPTS = 3
 #: More would only multiply a dead route's wait by the per-piece deadline.
 MAX_PIECE_ATTEMPTS = 10
-#: Wait before a retry: lets a full queue drain or a restarting replica come back; nothing next
-#: to a piece's seconds of compute.
+#: Wait before a retry: lets a restarting replica come back; nothing next to a piece's seconds
+#: of compute.
 DEFAULT_RETRY_BACKOFF_S = 0.5
 
 #: Failures that say something about a host or the moment, not about the request.
@@ -53,7 +58,6 @@ TRANSIENT_CODES = frozenset(
     {
         ErrorCode.DEADLINE_EXCEEDED,
         ErrorCode.HOST_CRASHED,
-        ErrorCode.OVERLOADED,
         ErrorCode.NO_HOST_AVAILABLE,
     }
 )
@@ -68,9 +72,6 @@ _FIXES: Mapping[ErrorCode, str] = {
     ),
     ErrorCode.HOST_CRASHED: (
         "see the host's log and `python -m orchestrator health`; the coordinator restarts it"
-    ),
-    ErrorCode.OVERLOADED: (
-        "send fewer pieces at once (parallel=), or raise the coordinator's max_queue"
     ),
     ErrorCode.NO_HOST_AVAILABLE: (
         "check `python -m orchestrator health`; `python -m orchestrator host restart NAME` "

@@ -7,7 +7,7 @@ on its own pieces while the next ones are read, converted and cut. Memory stays 
 that many pieces (under 1 MB each) are held, and results are text.
 
 A piece that fails for a reason that says something about a host or the moment (a deadline
-passed, a host crashed, a full queue, no replica serving just then) is tried again on another
+passed, a host crashed, no replica serving just then) is tried again on another
 host of the model, up to ``piece_attempts`` times (:mod:`.retry` says which failures, where, and
 why); each retry is a warning line in the transcript and counted in its ``retries``.
 
