@@ -11,6 +11,7 @@ drives is the real ``AsyncClient``, seen through a pass-through that records eac
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 
 from bench.recordings import write_long_wav
 from cli_support import public_coordinator, run_cli, short_tmp_dir, synthetic_toml
+from orchestrator.cli.progress import ProgressBar
 from orchestrator.coordinator.config import config_from_dict
 from orchestrator.errors import (
     BadAudioError,
@@ -42,7 +44,7 @@ from orchestrator.longform.retry import (
     is_transient,
     retry_host,
 )
-from orchestrator.longform.runner import transcribe_file
+from orchestrator.longform.runner import Progress, transcribe_file
 from support import assert_exact_cover, make_config, running, synthetic_host
 
 #: Per attempt of a piece: the slow host's delay is well past it, the healthy host far inside.
@@ -161,6 +163,16 @@ def test_a_bad_attempt_count_is_refused_with_the_fix(attempts: Any) -> None:
         RetryPolicy(attempts)
     with pytest.raises(BadRequestError, match="retry_backoff_s"):
         RetryPolicy(3, -1.0)
+
+
+def test_the_progress_bar_shows_retries_once_there_are_some() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar(Progress(30.0, 60.0, 1, 1.0))
+    bar(Progress(60.0, 60.0, 2, 2.0, retries=2))  # the last: drawn however soon after
+    first, second = out.getvalue().split("\r")[1:]
+    assert "retried" not in first
+    assert second.endswith("2 pieces  rtf 0.033  2 retried")
 
 
 # ---------------------------------------------------------------------- end to end
