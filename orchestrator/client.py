@@ -33,6 +33,7 @@ from orchestrator.audio import pcm as audio_mod
 from orchestrator.coordinator.runtime_dir import read_connection_file
 from orchestrator.longform import runner as longform
 from orchestrator.longform.merge import Transcript
+from orchestrator.longform.retry import DEFAULT_PIECE_ATTEMPTS
 from orchestrator.longform.source import AudioSource
 from orchestrator.wire import curve
 from orchestrator.wire.contract import DEFAULT_MAX_MESSAGE_BYTES
@@ -490,18 +491,28 @@ class AsyncClient(_ClientBase):
         model: str,
         timeout: float | None = None,
         host: str | None = None,
+        piece_attempts: int = DEFAULT_PIECE_ATTEMPTS,
         **kwargs: Any,
     ) -> Transcript:
         """Transcribe a recording of any length (a path or a binary file object).
 
         Read streamed, converted once to 16 kHz PCM16, cut at pauses into pieces no longer than
         the engine's window (``plan=PiecePlan(max_piece_s=...)``), spread over every serving
-        replica of the model and merged in order with file timestamps. Also takes
-        ``on_progress``, ``parallel``, ``pause_finder``, ``max_duration_s``, ``skip_silence``
-        and the engine options; see :func:`orchestrator.longform.runner.transcribe_file`.
+        replica of the model and merged in order with file timestamps. A piece that fails
+        transiently (deadline, crash, no replica serving) is tried again on another
+        host, ``piece_attempts`` times in all (``transcript.retries`` counts the retries, its
+        ``warnings`` name them). Also takes ``on_progress``, ``parallel``, ``pause_finder``,
+        ``max_duration_s``, ``skip_silence``, ``retry_backoff_s`` and the engine options; see
+        :func:`orchestrator.longform.runner.transcribe_file`.
         """
         return await longform.transcribe_file(
-            self, source, model=model, timeout=timeout, host=host, **kwargs
+            self,
+            source,
+            model=model,
+            timeout=timeout,
+            host=host,
+            piece_attempts=piece_attempts,
+            **kwargs,
         )
 
     async def health(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -676,6 +687,7 @@ class Client(_ClientBase):
         model: str,
         timeout: float | None = None,
         host: str | None = None,
+        piece_attempts: int = DEFAULT_PIECE_ATTEMPTS,
         **kwargs: Any,
     ) -> Transcript:
         """Blocking twin of :meth:`AsyncClient.transcribe_file`.
@@ -696,7 +708,12 @@ class Client(_ClientBase):
             )
             try:
                 return await twin.transcribe_file(
-                    source, model=model, timeout=timeout, host=host, **kwargs
+                    source,
+                    model=model,
+                    timeout=timeout,
+                    host=host,
+                    piece_attempts=piece_attempts,
+                    **kwargs,
                 )
             finally:
                 await twin.aclose()

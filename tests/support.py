@@ -13,16 +13,20 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
+import pytest
 
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import Config, config_from_dict
 from orchestrator.host.engine import Word
 from orchestrator.host.synthetic import fingerprint, parse_fingerprint
+from orchestrator.longform.source import open_audio, pcm16_blocks
 from orchestrator.speech.wer import normalize
+from orchestrator.wire.contract import ENGINE_SAMPLE_RATE
 
 SYNTHETIC = "orchestrator.host.synthetic:SyntheticEngine"
 #: Fast failure detection so fault tests take seconds, not minutes.
@@ -154,3 +158,19 @@ def check_timed_words(words: tuple[Word, ...], text: str, start_s: float, end_s:
     probability in [0, 1]."""
     check_word_times(words, text, start_s, end_s)
     assert all(w.probability is not None and 0 <= w.probability <= 1 for w in words)
+
+
+def assert_exact_cover(transcript: Any, path: Path) -> None:
+    """The fingerprints of the pieces add up to the converted file: nothing lost or twice."""
+    with open_audio(path) as audio:
+        whole = np.concatenate(list(pcm16_blocks(audio)))
+    fps = [parse_fingerprint(s.text) for s in transcript.segments]
+    assert sum(fp["n"] for fp in fps) == whole.size
+    assert sum(fp["sum"] for fp in fps) == int(whole.astype(np.int64).sum())
+    starts = [s.start for s in transcript.segments]
+    assert starts == sorted(starts) and starts[0] == 0.0
+    offset = 0
+    for seg, fp in zip(transcript.segments, fps):  # in order: each piece's first sample is the next
+        assert seg.start == pytest.approx(offset / ENGINE_SAMPLE_RATE, abs=1e-3)
+        assert fp["first"] == whole[offset]
+        offset += int(fp["n"])

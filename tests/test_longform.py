@@ -28,14 +28,13 @@ from orchestrator.audio.decode import AudioInfo, open_audio
 from orchestrator.audio.wav import read_wav, write_wav
 from orchestrator.coordinator.config import config_from_dict
 from orchestrator.errors import BadAudioError
-from orchestrator.host.synthetic import parse_fingerprint
 from orchestrator.longform import formats
 from orchestrator.longform.merge import PieceOutcome, merge
 from orchestrator.longform.pauses import QuietestStretch, SpeechAwarePauses, default_pause_finder
 from orchestrator.longform.planner import Piece, PiecePlan, plan_pieces
 from orchestrator.longform.source import pcm16_blocks
 from orchestrator.wire.messages import Segment, Word
-from support import make_config, running, synthetic_host
+from support import assert_exact_cover, make_config, running, synthetic_host
 
 RATE = 16_000
 
@@ -203,22 +202,6 @@ def test_srt_vtt_txt_and_json_outputs() -> None:
 
 
 # ---------------------------------------------------------------------- end to end, synthetic hosts
-def _assert_exact_cover(transcript, path: Path) -> None:
-    """The fingerprints of the pieces add up to the converted file: nothing lost or twice."""
-    with open_audio(path) as audio:
-        whole = np.concatenate(list(pcm16_blocks(audio)))
-    fps = [parse_fingerprint(s.text) for s in transcript.segments]
-    assert sum(fp["n"] for fp in fps) == whole.size
-    assert sum(fp["sum"] for fp in fps) == int(whole.astype(np.int64).sum())
-    starts = [s.start for s in transcript.segments]
-    assert starts == sorted(starts) and starts[0] == 0.0
-    offset = 0
-    for seg, fp in zip(transcript.segments, fps):  # in order: each piece's first sample is the next
-        assert seg.start == pytest.approx(offset / RATE, abs=1e-3)
-        assert fp["first"] == whole[offset]
-        offset += int(fp["n"])
-
-
 def test_a_long_file_is_spread_over_every_replica_and_host_and_merged_in_order(
     tmp_path: Path,
 ) -> None:
@@ -237,7 +220,7 @@ def test_a_long_file_is_spread_over_every_replica_and_host_and_merged_in_order(
         client = coord.sync_client()
         t = client.transcribe_file(path, model="echo", on_progress=seen.append)
     assert t.pieces >= 10 and set(t.replicas) == {"a.0", "a.1", "b.0"}
-    _assert_exact_cover(t, path)
+    assert_exact_cover(t, path)
     assert seen[-1].done_s == pytest.approx(300.0, abs=0.01) and seen[-1].pieces_done == t.pieces
     assert [p.done_s for p in seen] == sorted(p.done_s for p in seen)
     assert t.info.sample_rate == 22_050 and t.info.channels == 2
@@ -260,7 +243,7 @@ def test_the_async_client_takes_a_file_object_and_pins_a_host(tmp_path: Path) ->
     with running(config) as coord:
         t = asyncio.run(go(coord))
     assert set(t.hosts) == {"b"} and t.language == "fr"
-    _assert_exact_cover(t, path)
+    assert_exact_cover(t, path)
 
 
 def test_limits_are_checked_from_the_header_before_any_request(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ MIN_REDRAW_INTERVAL_S = 0.1
 
 
 class ProgressBar:
-    """``[#########.....]  45%  1620s/3600s  54 pieces  rtf 0.05``, redrawn in place."""
+    """``[#########.....]  45%  1620s/3600s  54 pieces  rtf 0.05  1 retried``, redrawn in place
+    (the retry count only once a piece was retried)."""
 
     def __init__(self, out: IO[str] | None = None) -> None:
         self.out = out or sys.stderr
@@ -39,6 +40,7 @@ class ProgressBar:
         line = (
             f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%}  "
             f"{progress.done_s:.0f}s/{total:.0f}s  {progress.pieces_done} pieces  rtf {rtf:.3f}"
+            + (f"  {progress.retries} retried" if progress.retries else "")
         )
         self.out.write(line)
         self.out.flush()

@@ -7,7 +7,9 @@ it connects to a running one through its connection file. Every file, short or l
 long-form path (``orchestrator.longform``): decoded block by block, converted once to 16 kHz
 PCM16, cut at pauses, spread over every serving replica and merged with file timestamps. What is
 wrong with the file (cut short, a lying header) is warned about, and listed under ``warnings`` in
-``--json``.
+``--json``. A piece a host fails transiently (timed out, crashed, not serving) is retried on another
+host, ``--piece-attempts`` times in all; each retry is a warning on stderr and counted under
+``retries``.
 
 Output: by default a report (the file's facts, each host's transcript and timings, the health
 table); ``--format txt|json|srt|vtt`` prints just the transcript in that format, and ``-o FILE``
@@ -38,6 +40,7 @@ from orchestrator.client import Client
 from orchestrator.longform import formats
 from orchestrator.longform.merge import Transcript
 from orchestrator.longform.planner import DEFAULT_MAX_PIECE_S, PiecePlan
+from orchestrator.longform.retry import DEFAULT_PIECE_ATTEMPTS
 from orchestrator.longform.runner import hosts_of
 from orchestrator.longform.source import DEFAULT_MAX_DURATION_S, check_limits
 from orchestrator.wire.errors import OrchestratorError
@@ -89,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=arguments.seconds,
         default=DEFAULT_TRANSCRIBE_TIMEOUT_S,
         help=f"seconds per piece (default {DEFAULT_TRANSCRIBE_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--piece-attempts",
+        type=arguments.attempts,
+        default=DEFAULT_PIECE_ATTEMPTS,
+        metavar="N",
+        help="tries per piece when a host times out, crashes or is not serving; each retry goes to "
+        f"another host of the model unless --all-hosts pins one (default {DEFAULT_PIECE_ATTEMPTS}; "
+        "1: no retry)",
     )
     parser.add_argument(
         "--max-piece",
@@ -174,6 +186,7 @@ def _transcribe(
             timeout=args.timeout,
             plan=plan,
             on_progress=bar,
+            piece_attempts=args.piece_attempts,
             **engine_options(args),
         )
     finally:
@@ -244,6 +257,7 @@ def outcome_dict(transcript: Transcript) -> dict[str, Any]:
         "segments": transcript.to_dict()["segments"],
         "duration_s": round(transcript.duration_s, 3),
         "pieces": transcript.pieces,
+        "retries": transcript.retries,
         "wall_s": round(transcript.wall_s, 3),
         "real_time_factor": round(transcript.real_time_factor, 4),
         "timings": {k: round(v, 4) for k, v in transcript.timings.items()},
@@ -264,6 +278,7 @@ def format_outcome(outcome: Mapping[str, Any]) -> str:
             f"{outcome['pieces']} piece(s) in {outcome['wall_s']:.2f}s "
             f"(real-time factor {outcome['real_time_factor']:.3f}); per piece summed: "
             f"queued {t['queued_s']:.3f}s, compute {t['compute_s']:.3f}s, total {t['total_s']:.3f}s"
-            + (f"; language {outcome['language']}" if outcome.get("language") else ""),
+            + (f"; language {outcome['language']}" if outcome.get("language") else "")
+            + (f"; {outcome['retries']} piece retries" if outcome.get("retries") else ""),
         ]
     )

@@ -57,10 +57,14 @@ class Transcript:
     wall_s: float
     #: Per-piece timings summed: time queued, computing and end to end (client's view).
     timings: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    #: What the decoder found wrong with the file (cut short, a lying header), one line each.
+    #: What went wrong without stopping the run, one line each: what the decoder found wrong
+    #: with the file (cut short, a lying header), then every retried attempt of a piece (which
+    #: piece, the error code, the host that failed it and the one it moved to).
     warnings: tuple[str, ...] = ()
     #: Seconds of audio decoded; None means the header's duration (the file was whole).
     decoded_s: float | None = None
+    #: Attempts of pieces that were retries (0: every piece succeeded at its first attempt).
+    retries: int = 0
 
     @property
     def text(self) -> str:
@@ -96,6 +100,7 @@ class Transcript:
             "text": self.text,
             "segments": [s.to_wire() for s in self.segments],
             "pieces": self.pieces,
+            "retries": self.retries,
             "replicas": dict(self.replicas),
             "wall_s": round(self.wall_s, 3),
             "real_time_factor": round(self.real_time_factor, 4),
@@ -138,6 +143,7 @@ def merge(
     timings: Mapping[str, float] | None = None,
     warnings: Sequence[str] = (),
     decoded_s: float | None = None,
+    retries: int = 0,
 ) -> Transcript:
     """One transcript from the outcomes of every piece (any order in, file order out)."""
     ordered = sorted(outcomes, key=lambda o: o.piece_index)
@@ -156,4 +162,5 @@ def merge(
         timings=dict(timings or {}),
         warnings=tuple(warnings),
         decoded_s=decoded_s,
+        retries=retries,
     )
