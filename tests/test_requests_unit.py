@@ -329,3 +329,27 @@ def test_queued_requests_keep_waiting_for_a_host_that_restarts() -> None:
     make_ready(parts.supervisor, rep)
     t.drain_pending()
     assert not t.pending and t.inflight[sent_to_hosts(parts)[-1][1]].client_id == 1
+
+
+def test_errors_for_a_sent_request_name_its_host_and_replica_in_their_details() -> None:
+    parts = build_parts(unit_config(request_timeout_s=10.0))
+    t = table(parts)
+    for cid in ("late", "forwarded", "crashed"):
+        t.on_client_request(CLIENT, transcribe(cid=cid, timeout_s=1.0 if cid == "late" else 10.0))
+    (late, _), (fwd_on, fwd_rid), (crash_on, _) = sent_to_hosts(parts)
+    t.on_host_reply(parts.replica(fwd_on), host_error(fwd_rid, "bad_audio", "too loud"))
+    late_req = next(r for r in t.inflight.values() if r.client_id == "late")
+    t.tick(late_req.deadline + 0.01)  # only "late" is due
+    parts.supervisor.closing = True  # no retry: the crash is answered
+    t.on_replica_lost(parts.replica(crash_on), "exit 1")
+    errors = {m.header["id"]: m.header["error"] for _, m in parts.outbox.to_clients}
+    codes = {cid: e["code"] for cid, e in errors.items()}
+    assert codes == {
+        "forwarded": "bad_audio",
+        "crashed": "host_crashed",
+        "late": "deadline_exceeded",
+    }
+    for cid, name in (("late", late), ("forwarded", fwd_on), ("crashed", crash_on)):
+        details = errors[cid]["details"]
+        assert details["replica"] == name and details["host"] == parts.replica(name).host.name
+    assert errors["forwarded"]["message"] == "too loud"  # the host's words, unchanged

@@ -42,6 +42,12 @@ _TRY_ELSEWHERE = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.UNKNOWN_MODEL
 WaitKind = tuple[str, str | None, frozenset[str]]
 
 
+def _where(rep: Replica | None) -> dict[str, str]:
+    """Error details naming the host and replica a request failed on (none if never sent):
+    what a caller that retries elsewhere (the long-form runner) reads to avoid that host."""
+    return {} if rep is None else {"host": rep.host.name, "replica": rep.name}
+
+
 @dataclass(eq=False)
 class Request:
     """A one-shot transcribe request from the moment it arrives until it is answered."""
@@ -255,8 +261,16 @@ class RequestTable:
             elif not req.answered:
                 req.answered = True
                 self.out.count_error(code)
+                # The host's error as it said it, with where it happened among its details.
+                error = dict(error) if isinstance(error, dict) else {}
+                details = error.get("details")
+                error["details"] = {
+                    **(details if isinstance(details, dict) else {}),
+                    **_where(rep),
+                }
                 self.out.to_client(
-                    req.client, Message(Kind.ERROR, {**msg.header, "id": req.client_id})
+                    req.client,
+                    Message(Kind.ERROR, {**msg.header, "error": error, "id": req.client_id}),
                 )
         self.supervisor.update_load(rep)
         self.drain_pending()
@@ -299,9 +313,13 @@ class RequestTable:
             if req.deadline > now:
                 continue
             if not req.answered:
-                where = req.replica.name if req.replica else "any host"
+                rep = req.replica
+                where = rep.name if rep else "any host"
                 self._answer_error(
-                    req, DeadlineExceededError(f"no answer from {where} within the deadline")
+                    req,
+                    DeadlineExceededError(
+                        f"no answer from {where} within the deadline", **_where(rep)
+                    ),
                 )
             elif now - req.deadline > grace and req.replica is not None:
                 rep = req.replica
@@ -322,10 +340,14 @@ class RequestTable:
             if len(req.tried) < MAX_ATTEMPTS and not self.supervisor.closing:
                 self.retries += 1
                 req.replica = None
-                req.last_error = HostCrashedError(f"host {rep.name} died ({reason}); no other host")
+                req.last_error = HostCrashedError(
+                    f"host {rep.name} died ({reason}); no other host", **_where(rep)
+                )
                 self._place(req, retry=True)
             else:
-                self._answer_error(req, HostCrashedError(f"host {rep.name} died: {reason}"))
+                self._answer_error(
+                    req, HostCrashedError(f"host {rep.name} died: {reason}", **_where(rep))
+                )
         # Requests queued for replicas that may now never come back are answered now with the
         # router's reason, not at their deadline; those a restart will serve keep waiting.
         self.drain_pending()

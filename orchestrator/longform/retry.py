@@ -28,9 +28,9 @@ host answers ``model_unavailable``, that says "not on this host", and the next h
 Where a retry goes: when the caller pinned ``host=``, to that host again (a comparison run must
 not mix hosts). Otherwise to the first host of the model's fallback order that has not failed
 this piece, pinned so the coordinator cannot hand it back to the host that just failed it; when
-every host has failed it, the coordinator chooses again. The coordinator's errors name the
-replica that failed (``no answer from mlx_host.0 within the deadline``, ``host mlx_host.0
-died: ...``): that is how a host is known to have failed a piece that was not pinned. When the
+every host has failed it, the coordinator chooses again. The coordinator names the host and
+replica in the details of every error for a request it had sent (a deadline, a crash, the host's
+own error): that is how a host is known to have failed a piece that was not pinned. When the
 error does not say (a deadline passed in the queue, the client's own timer), only the hosts this
 module pinned count as failed, so successive retries still walk the fallback order.
 """
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Collection, Mapping, Sequence
 
 from orchestrator.wire.errors import BadRequestError, ErrorCode, OrchestratorError
@@ -144,20 +143,12 @@ def is_transient(err: OrchestratorError, *, host_chosen_here: bool) -> bool:
 def failed_host(err: OrchestratorError, hosts: Collection[str]) -> str | None:
     """The host among ``hosts`` that the error says failed, or None when it does not say.
 
-    Structured details first (``host``, or ``replica`` as ``HOST.N``), then a replica name in
-    the message, as the coordinator writes it for a deadline or a crash. Only names of the
-    model's own hosts are taken, followed by ``.N``, so no other word in a message can match.
+    The coordinator names the host (and replica) in the details of every error it answers for a
+    request it had sent to one: a deadline, a crash, or the host's own error. Only the model's own
+    hosts are taken.
     """
     host = err.details.get("host")
-    if isinstance(host, str) and host in hosts:
-        return host
-    replica = err.details.get("replica")
-    if isinstance(replica, str) and replica.rsplit(".", 1)[0] in hosts:
-        return replica.rsplit(".", 1)[0]
-    for name in sorted(hosts, key=len, reverse=True):  # "a.b" before "a"
-        if re.search(rf"(?<![\w.-]){re.escape(name)}\.\d+\b", err.message):
-            return name
-    return None
+    return host if isinstance(host, str) and host in hosts else None
 
 
 def retry_host(hosts: Sequence[str], failed: Collection[str], pinned: str | None) -> str | None:
