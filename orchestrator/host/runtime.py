@@ -369,25 +369,26 @@ class HostRuntime:
         deadline = received + timeout_s
         engine = self.engine
 
-        def work() -> dict[str, Any]:
+        def work() -> HostResult:
             started = time.monotonic()
             if started > deadline:
                 raise DeadlineExceededError("deadline passed while queued on the host")
             with self.using_model(model) as load_s:
                 computing = time.monotonic()
                 result = engine.transcribe(model, samples, options)
-            return {
-                "result": result.to_wire(),
-                "host_queued_s": started - received,
-                "load_s": load_s,
-                "compute_s": time.monotonic() - computing,
-            }
+            return HostResult(
+                request_id,
+                result.to_wire(),
+                host_queued_s=started - received,
+                load_s=load_s,
+                compute_s=time.monotonic() - computing,
+            )
 
-        def reply(out: Any, error: Any) -> None:
-            if error is not None:
-                self.reply_error(msg, error)
+        def reply(out: HostResult | None, error: OrchestratorError | None) -> None:
+            if out is None:
+                self.reply_error(msg, error or InternalError("no result"))
             else:
-                self.send(Message(Kind.RESULT, HostResult(request_id, **out).to_header()))
+                self.send(Message(Kind.RESULT, out.to_header()))
 
         job_id = f"req:{request_id}"
         # Inline only when the model is loaded now: a model that must load first (on demand, or

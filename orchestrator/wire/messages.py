@@ -136,14 +136,16 @@ class EngineResult:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "text": self.text,
             "segments": [s.to_wire() for s in self.segments],
             "language": self.language,
             "prompt_tokens": self.prompt_tokens,
             "generation_tokens": self.generation_tokens,
-            "extra": dict(self.extra),
         }
+        if self.extra:  # most engines have none: not written, not parsed at three hops
+            wire["extra"] = dict(self.extra)
+        return wire
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> EngineResult:
