@@ -280,6 +280,7 @@ def run(profile: Profile) -> list[Figure]:
                 )
             ]
             continue
+        _check_ran_clean(n, ours)
         bare = _bare(n, profile)
         memory[n] = (ours["rss_delta"], bare["rss_delta"])
         figures += [
@@ -312,6 +313,18 @@ def run(profile: Profile) -> list[Figure]:
     if len(memory) >= 2:
         figures.append(_memory_slope(memory))
     return figures
+
+
+def _check_ran_clean(n: int, ours: dict[str, Any]) -> None:
+    """Refuse figures from a run whose streams failed: error events mean the host refused the
+    chunks (its CPU and latency would describe error handling), and no arrivals mean the probe
+    never saw one. Either fails the group with the reason instead of printing a number."""
+    errors = ours["events"].get("error", 0)
+    if errors or not ours["latencies"]:
+        raise RuntimeError(
+            f"{n} stream(s): {errors} error event(s) and {len(ours['latencies'])} probed "
+            f"arrival(s) (events: {ours['events']}); the stream path or bench.stream_probe broke"
+        )
 
 
 def _memory_slope(memory: dict[int, tuple[int, int]]) -> Figure:

@@ -35,13 +35,13 @@ _audio = HostStreams.audio
 _close = HostStreams.close
 
 
-def _probed_audio(self: HostStreams, stream: Any, msg: Any) -> None:
+def _probed_audio(self: HostStreams, stream: Any, seq: int, payloads: list[bytes]) -> None:
     arrived = time.monotonic_ns()
-    if msg.payloads:
+    if payloads:
         sent, got = _records.setdefault(stream.sid, ([], []))
-        sent.append(stamp_of(msg.payloads[0]))
+        sent.append(stamp_of(payloads[0]))
         got.append(arrived)
-    _audio(self, stream, msg)
+    _audio(self, stream, seq, payloads)
 
 
 def _probed_close(self: HostStreams, stream: Any) -> None:
