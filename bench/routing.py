@@ -22,6 +22,13 @@ against asyncio, identical measuring loops from ``bench.loops``):
   calls save against plain pyzmq), ours vs signed floor what our code adds above it, like with
   like (routing tables, deadlines, typed bodies, audio decoding, the engine).
 
+Like with like: the bare broker forwards every request at once, so our synthetic host runs with
+``max_inflight`` equal to the pipeline window and the coordinator forwards the whole window too.
+With the default ``max_inflight`` (4, right for real engines: work a host cannot start stays in
+the coordinator, where failover can still move it) the coordinator queues the rest and each
+reply dispatches the next; a fourth standalone coordinator with that default measures what the
+queue costs (its pipelined throughput and CPU per request, asyncio only).
+
 Every target is measured ``rounds`` times in alternation and the samples pooled.
 """
 
@@ -60,10 +67,14 @@ BARE_THREAD, BARE_PROCESS, BARE_ECHO = (
     "bare echo",
 )
 SIGNED_THREAD, SIGNED_PROCESS = "signed floor (thread)", "signed floor (3 processes)"
+#: Ours standalone with the host's default max_inflight: the coordinator queues what is over it.
+QUEUED = "ours standalone, default max_inflight"
 #: The order ends are measured in, each round: each of ours beside its two baselines.
 MEASURE_ORDER = (
     EMBEDDED, BARE_THREAD, SIGNED_THREAD, STANDALONE, BARE_PROCESS, SIGNED_PROCESS, BARE_ECHO,
 )  # fmt: skip
+#: The asyncio rounds measure the queued coordinator too (pipelined is where it queues).
+ASYNC_ORDER = (*MEASURE_ORDER, QUEUED)
 #: Ours, the bare broker and the signed floor of one shape: embedded, then standalone.
 SHAPES = (
     ("embedded", EMBEDDED, BARE_THREAD, SIGNED_THREAD),
@@ -81,15 +92,22 @@ def chunk_payload() -> bytes:
 class _Ends:
     """Every server end of the comparison, started once and measured in rounds."""
 
-    def __init__(self, stack: contextlib.ExitStack) -> None:
+    def __init__(self, stack: contextlib.ExitStack, window: int) -> None:
         folder = stack.enter_context(harness.socket_folder())
-        raw = harness.raw_config({"syn": harness.synthetic_host()})
-        self.coord = stack.enter_context(harness.embedded(harness.config(raw)))
+        forwards_all = harness.synthetic_host(max_inflight=window)
+        self.coord = stack.enter_context(
+            harness.embedded(harness.config(harness.raw_config({"syn": forwards_all})))
+        )
         standalone, self.connection_file = stack.enter_context(
+            harness.standalone(harness.raw_config({"syn": forwards_all}))
+        )
+        host_pid = _host_pid(self.connection_file)
+        queued, self.queued_connection_file = stack.enter_context(
             harness.standalone(harness.raw_config({"syn": harness.synthetic_host()}))
         )
-        with Client(connection_file=self.connection_file) as client:
-            host_pid = int(client.health()["replicas"][0]["pid"])
+        with Client(connection_file=self.queued_connection_file) as client:
+            [replica] = client.health()["replicas"]
+        self.default_max_inflight = int(replica["max_inflight"])
         self.ctx: zmq.Context[Any] = zmq.Context()
         stack.callback(self.ctx.destroy, linger=0)
         thread_back = harness.ipc_endpoint(folder, "thread-back")
@@ -128,6 +146,7 @@ class _Ends:
             SIGNED_PROCESS: CpuMeter(
                 {CLIENT: os.getpid(), MIDDLE: signed_broker.pid, FAR: signed_worker.pid}
             ),
+            QUEUED: CpuMeter({CLIENT: os.getpid(), MIDDLE: queued.pid, FAR: int(replica["pid"])}),
         }
         self.cpu_requests = dict.fromkeys(self.cpu, 0)
         self.echo = harness.ipc_endpoint(folder, "echo")
@@ -159,18 +178,18 @@ class _Ends:
     def _in_order(
         self,
         payload: bytes,
-        ours: tuple[Client, Client] | tuple[AsyncClient, AsyncClient],
+        ours: dict[str, Client] | dict[str, AsyncClient],
         baselines: dict[str, Callable[[], Any]],
+        order: tuple[str, ...] = MEASURE_ORDER,
     ) -> dict[str, Callable[[], Any]]:
-        """Every end's one-request callable in MEASURE_ORDER: ``ours`` (embedded, standalone)
-        through ``transcribe``, then the ``baselines``."""
-        embedded, standalone = ours
+        """Every end's one-request callable in ``order``: ``ours`` (by end) through
+        ``transcribe``, then the ``baselines``."""
 
         def transcribe(client: Any) -> Callable[[], Any]:
             return lambda: client.transcribe(payload, sample_rate=harness.SAMPLE_RATE, model=MODEL)
 
-        ends = {EMBEDDED: transcribe(embedded), STANDALONE: transcribe(standalone), **baselines}
-        return {name: ends[name] for name in MEASURE_ORDER}
+        ends = {**{name: transcribe(c) for name, c in ours.items()}, **baselines}
+        return {name: ends[name] for name in order}
 
     def sync_round_trips(
         self, stack: contextlib.ExitStack, payload: bytes
@@ -180,19 +199,23 @@ class _Ends:
         for name, client in self.baseline_clients(sync=True).items():
             stack.callback(client.close)
             baselines[name] = lambda c=client: c.round_trip(payload)
-        return self._in_order(payload, (self.coord.sync_client(), ours_standalone), baselines)
+        ours = {EMBEDDED: self.coord.sync_client(), STANDALONE: ours_standalone}
+        return self._in_order(payload, ours, baselines)
 
     async def async_requests(
         self, stack: contextlib.AsyncExitStack, payload: bytes
     ) -> dict[str, Callable[[], Awaitable[Any]]]:
-        ours_standalone = await stack.enter_async_context(
-            AsyncClient(connection_file=self.connection_file)
-        )
+        ours: dict[str, AsyncClient] = {EMBEDDED: self.coord.client()}
+        for name, path in (
+            (STANDALONE, self.connection_file),
+            (QUEUED, self.queued_connection_file),
+        ):
+            ours[name] = await stack.enter_async_context(AsyncClient(connection_file=path))
         baselines = {}
         for name, client in self.baseline_clients(sync=False).items():
             stack.push_async_callback(client.aclose)
             baselines[name] = lambda c=client: c.request(payload)
-        return self._in_order(payload, (self.coord.client(), ours_standalone), baselines)
+        return self._in_order(payload, ours, baselines, ASYNC_ORDER)
 
 
 def run(profile: Profile) -> list[Figure]:
@@ -202,7 +225,7 @@ def run(profile: Profile) -> list[Figure]:
     rates: dict[str, list[float]] = defaultdict(list)
     pipelined_lat: dict[str, list[float]] = defaultdict(list)
     with contextlib.ExitStack() as stack:
-        ends = _Ends(stack)
+        ends = _Ends(stack, profile.pipeline_window)
         for _ in range(profile.rounds):
             with contextlib.ExitStack() as round_stack:
                 for name, fn in ends.sync_round_trips(round_stack, payload).items():
@@ -213,6 +236,7 @@ def run(profile: Profile) -> list[Figure]:
         return (
             _figures(sync_lat, async_lat, rates, pipelined_lat, profile)
             + _cpu_figures(ends)
+            + _queue_figures(rates, ends, profile)
             + _floor_figures(sync_lat, async_lat, rates, ends, profile)
         )
 
@@ -355,6 +379,39 @@ def _cpu_figures(ends: _Ends) -> list[Figure]:
         )
     )
     return figures
+
+
+def _queue_figures(rates: dict[str, list[float]], ends: _Ends, profile: Profile) -> list[Figure]:
+    """The default max_inflight against the window: what holding work in the coordinator costs."""
+    limit = ends.default_max_inflight
+    queued, forwarded = ends.cpu[QUEUED], ends.cpu[STANDALONE]
+    return [
+        Figure(
+            GROUP,
+            f"pipelined throughput, standalone, max_inflight {limit} (the coordinator queues "
+            f"{profile.pipeline_window - limit} of {profile.pipeline_window})",
+            "req/s",
+            value=float(np.median(rates[QUEUED])),
+            baseline=float(np.median(rates[STANDALONE])),
+            baseline_label=f"ours, max_inflight {profile.pipeline_window}",
+            details={"rounds": rates[QUEUED]},
+        ),
+        Figure(
+            GROUP,
+            f"CPU per request, standalone, max_inflight {limit}: all three processes",
+            "s",
+            value=sum(queued.spent.values()) / ends.cpu_requests[QUEUED],
+            baseline=sum(forwarded.spent.values()) / ends.cpu_requests[STANDALONE],
+            baseline_label=f"ours, max_inflight {profile.pipeline_window}",
+        ),
+    ]
+
+
+def _host_pid(connection_file: Any) -> int:
+    """The pid of the one host replica behind a standalone coordinator."""
+    with Client(connection_file=connection_file) as client:
+        [replica] = client.health()["replicas"]
+    return int(replica["pid"])
 
 
 def _split(
