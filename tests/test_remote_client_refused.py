@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from orchestrator.client import AsyncClient, Client
 from orchestrator.coordinator import Coordinator
 from orchestrator.errors import ErrorCode, UnauthorizedError
 from orchestrator.wire import curve
-from support import assert_fingerprint, make_config, running, tone_pcm16
+from support import SYNTHETIC, assert_fingerprint, make_config, running, tone_pcm16, wait_for
 
 #: What a call's timeout would be in real use: a refusal must not wait for it.
 TIMEOUT_S = 30.0
@@ -252,3 +254,34 @@ def test_curve_keys_against_a_plain_loopback_endpoint_fail_fast(tmp_path: Path) 
         assert info.value.details["cause"] == "coordinator_key"
         assert "dial the address it serves with Curve" in message
     assert message.count("(fix: ") == 1 and "\n" not in message
+
+
+# ---------------------------------------------------------------------- a dial-in host
+def test_a_dial_in_host_with_an_unknown_key_logs_the_cause_and_fix(tmp_path: Path) -> None:
+    """The host side reads the same watch: one log line naming the endpoint, cause and fix."""
+    curve.generate_keypair(tmp_path / "coord", curve.COORDINATOR_KEY_NAME)
+    pair = curve.generate_keypair(tmp_path / "host", "host")  # never authorized
+    shutil.copy(tmp_path / "coord" / "coordinator.key", tmp_path / "host")
+    config = make_config(
+        hosts={"ext": {"external": True, "models": {"echo": "synthetic"}}},
+        remote={"listen": "tcp://127.0.0.1:0", "keys_dir": str(tmp_path / "coord")},
+    )
+    log = tmp_path / "host.log"
+    with running(config) as coord, log.open("wb") as err:
+        endpoint = coord.call(lambda b: b.remote.endpoint)
+        host = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.host", "--connect", endpoint, "--host-kind",
+             "ext", "--engine", SYNTHETIC, "--model", "echo=synthetic", "--keys",
+             str(tmp_path / "host"), "--log-level", "WARNING"],
+            stderr=err,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: "refused 1 time(s)" in log.read_text(), 20, "the refusal logged")
+        finally:
+            host.kill()
+            host.wait()
+    line = next(x for x in log.read_text().splitlines() if "refused 1 time(s)" in x)
+    assert (
+        f"{endpoint}: the coordinator refused this host's Curve key {pair.public.decode()}" in line
+    )
+    assert f"keys authorize KEYS_DIR {tmp_path / 'host'}/host.key --as host" in line
