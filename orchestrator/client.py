@@ -337,7 +337,8 @@ class _ClientBase:
         curve_key_name: str = "client",
     ) -> None:
         """``curve_keys``: a folder with this client's ``NAME.key_secret`` and the coordinator's
-        ``coordinator.key``, for a coordinator on another machine (CurveZMQ over TCP)."""
+        ``coordinator.key``, for a coordinator on another machine (CurveZMQ over TCP). If the
+        coordinator refuses the handshake, calls raise ``UnauthorizedError`` at once."""
         endpoint, key, max_message_bytes = _resolve(
             endpoint, key, connection_file, max_message_bytes
         )
