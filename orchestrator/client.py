@@ -47,6 +47,7 @@ from orchestrator.wire.errors import (
     error_from_wire,
 )
 from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
+from orchestrator.wire.handshake import HandshakeWatch, Party
 from orchestrator.wire.messages import KNOWN_OPTIONS, EventType, Segment, Word, check_bool_options
 from orchestrator.wire.protocol import Codec, Kind, Message
 from orchestrator.wire.sockets import recv_frames, send_frames, waiting_messages
@@ -60,6 +61,8 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_MESSAGES_PER_WAKE = 1000
 #: How often an AsyncClient retries a send the coordinator's full queue refused (ZeroMQ's HWM).
 SEND_RETRY_INTERVAL_S = 0.001
+#: A Curve Client's blocking send stops this often to hear whether its handshake was refused.
+LINK_CHECK_INTERVAL_S = 0.1
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
 #: A model load or unload may take a big model's load time; the coordinator bounds it too
@@ -335,7 +338,8 @@ class _ClientBase:
         curve_key_name: str = "client",
     ) -> None:
         """``curve_keys``: a folder with this client's ``NAME.key_secret`` and the coordinator's
-        ``coordinator.key``, for a coordinator on another machine (CurveZMQ over TCP)."""
+        ``coordinator.key``, for a coordinator on another machine (CurveZMQ over TCP). If the
+        coordinator refuses the handshake, calls raise ``UnauthorizedError`` at once."""
         endpoint, key, max_message_bytes = _resolve(
             endpoint, key, connection_file, max_message_bytes
         )
@@ -347,15 +351,20 @@ class _ClientBase:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
         self._sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+        #: Curve links only: a refused handshake is heard here, not as a timeout. Other clients
+        #: (inproc, ipc, loopback) have no watch and pay nothing for it.
+        self._link: HandshakeWatch | None = None
         if curve_keys is not None:
             folder = Path(curve_keys)
+            keys = curve.load_keypair(folder, curve_key_name)
             curve.make_curve_client(
                 self._sock,
-                curve.load_keypair(folder, curve_key_name),
+                keys,
                 curve.load_public_key(
                     folder / f"{curve.COORDINATOR_KEY_NAME}{curve.PUBLIC_SUFFIX}"
                 ),
             )
+            self._link = HandshakeWatch(self._sock, endpoint, Party("client", folder, keys))
         self._sock.connect(endpoint)
 
     @staticmethod
@@ -373,6 +382,8 @@ class _ClientBase:
 
     def close_socket(self) -> None:
         """Close the socket (the coordinator does this for its clients when it closes)."""
+        if self._link is not None:
+            self._link.close()
         if not self._sock.closed:
             self._sock.close(linger=0)
 
@@ -397,6 +408,8 @@ class AsyncClient(_ClientBase):
         loop = asyncio.get_running_loop()
         if self._loop is None:
             loop.add_reader(self._fd, self._read_ready)
+            if self._link is not None:
+                loop.add_reader(self._link.fd, self._read_link)
             self._loop = loop
         elif self._loop is not loop:
             raise RuntimeError("an AsyncClient serves the one event loop it first sent on")
@@ -406,17 +419,24 @@ class AsyncClient(_ClientBase):
         loop, self._loop = self._loop, None
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self._fd)
+            if self._link is not None:
+                loop.remove_reader(self._link.fd)
 
     async def _send(self, msg: Message) -> None:
         if self.closed:
             raise StreamClosedError("client is closed")
         self._attach()
         frames = self._core.encode(msg)
+        if self._link is not None:
+            self._read_link()
+            self._link.dial_again()
         while True:
             try:
                 send_frames(self._sock, frames)
                 break
             except zmq.Again:  # the coordinator's queue is full: wait for room, as a send would
+                if self._link is not None:  # or a refusal left no connection to queue on
+                    self._link.dial_again()
                 await asyncio.sleep(SEND_RETRY_INTERVAL_S)
         # ZeroMQ's fd signals edges: a send may have taken in the news of waiting replies, and
         # the fd would not wake the loop for them.
@@ -435,6 +455,23 @@ class AsyncClient(_ClientBase):
         # More are waiting, and the fd will not say so again: come back after the others' turn.
         if read == MAX_MESSAGES_PER_WAKE and self._loop is not None:
             self._loop.call_soon(self._read_ready)
+
+    def _read_link(self) -> None:
+        """Curve: a refused handshake fails every request and stream waiting, at once.
+
+        Streams end as the coordinator ends a failed one: an ``error`` event, then ``closed``.
+        """
+        assert self._link is not None
+        refusal = self._link.fresh_refusal()
+        if refusal is None:
+            return
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(refusal.error())
+        for sid, queue in self._streams.items():
+            error = {"type": EventType.ERROR, "error": refusal.error().to_wire(), "final": True}
+            for event in (error, {"type": EventType.CLOSED, "samples_in": 0}):
+                queue.put_nowait(Message(Kind.STREAM_EVENT, {**event, "id": sid}))
 
     def _deliver(self, frames: list[zmq.Frame]) -> None:
         """Hand one reply to the request or stream waiting for it (others are dropped)."""
@@ -633,9 +670,34 @@ class Client(_ClientBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stream_events: dict[str, deque[Message]] = {}
+        if self._link is not None:
+            self._sock.setsockopt(zmq.SNDTIMEO, int(LINK_CHECK_INTERVAL_S * 1000))
+            # Built once: Socket.poll would build a Poller per call.
+            self._link_poller = zmq.Poller()
+            self._link_poller.register(self._sock, zmq.POLLIN)
+            self._link_poller.register(self._link.monitor, zmq.POLLIN)
 
     def _send(self, msg: Message) -> None:
-        send_frames(self._sock, self._core.encode(msg), block=True)
+        frames = self._core.encode(msg)
+        if self._link is None:
+            send_frames(self._sock, frames, block=True)
+        else:
+            self._send_watching(frames)
+
+    def _send_watching(self, frames: list[bytes]) -> None:
+        """Curve: a refused handshake leaves no connection to queue on, so a blocking send
+        would wait forever. Send in bounded waits, dialling again after a refusal; the
+        handshake's outcome reaches the call in ``_wait``."""
+        link = self._link
+        assert link is not None
+        link.poll()  # refusals heard now came before this call: nothing of it waited on them
+        while True:
+            link.dial_again()
+            try:
+                send_frames(self._sock, frames, block=True)  # SNDTIMEO bounds each wait
+                return
+            except zmq.Again:
+                link.poll()
 
     def _wait(self, rid: str, timeout_s: float) -> Message:
         """Receive until the reply to ``rid``; stream events met on the way are kept."""
@@ -648,9 +710,12 @@ class Client(_ClientBase):
             try:
                 if remaining <= 0:
                     raise zmq.Again
-                # A receive timeout rather than poll(): Socket.poll builds a Poller per call.
-                self._sock.setsockopt(zmq.RCVTIMEO, max(1, math.ceil(remaining * 1000)))
-                frames = recv_frames(self._sock, flags=0)
+                if self._link is not None:
+                    frames = self._receive_watching(remaining)
+                else:
+                    # A receive timeout rather than poll(): Socket.poll builds a Poller per call.
+                    self._sock.setsockopt(zmq.RCVTIMEO, max(1, math.ceil(remaining * 1000)))
+                    frames = recv_frames(self._sock, flags=0)
             except zmq.Again:
                 raise DeadlineExceededError(
                     f"no answer from the coordinator within {timeout_s:.1f}s"
@@ -663,6 +728,25 @@ class Client(_ClientBase):
                 return msg
             if got in self._stream_events:
                 self._stream_events[got].append(msg)
+
+    def _receive_watching(self, remaining_s: float) -> list[zmq.Frame]:
+        """Curve: the next reply, or the refused handshake's error, whichever comes first
+        (zmq.Again after ``remaining_s``)."""
+        link = self._link
+        assert link is not None
+        limit = time.monotonic() + remaining_s
+        while True:
+            refusal = link.fresh_refusal()
+            if refusal is not None:
+                raise refusal.error()
+            try:
+                return recv_frames(self._sock)
+            except zmq.Again:
+                pass
+            left = limit - time.monotonic()
+            if left <= 0:
+                raise zmq.Again
+            self._link_poller.poll(max(1, math.ceil(left * 1000)))
 
     def transcribe(
         self,

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from orchestrator.host.runtime import HostRuntime, RuntimeState
 from orchestrator.wire import curve
@@ -45,6 +44,7 @@ from orchestrator.wire.contract import (
 )
 from orchestrator.wire.dialin import Welcome, hello, registration_codec
 from orchestrator.wire.errors import ConfigError, ProtocolError, error_from_wire
+from orchestrator.wire.handshake import HandshakeWatch, Party
 from orchestrator.wire.protocol import Codec, Kind, Message, new_key
 
 log = logging.getLogger("orchestrator.host.dialin")
@@ -137,7 +137,7 @@ class DialInRuntime(HostRuntime):
         self._hello_codec = registration_codec()
         self._hello_interval_s = DEFAULT_HELLO_INTERVAL_S
         self._last_hello = 0.0
-        self._monitor: zmq.Socket[Any] | None = None
+        self._link: HandshakeWatch | None = None
         super().__init__(boot, identity="", endpoint=settings.connect, parent_pid=0)
 
     # ----------------------------------------------------------------- the link
@@ -152,12 +152,8 @@ class DialInRuntime(HostRuntime):
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         if self._keys is not None:
             curve.make_curve_client(self.sock, self._keys, self._server_public)
-        self._monitor = self.sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_DISCONNECTED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-        )
+        keys_dir = None if self.settings.plaintext else Path(self.settings.keys)
+        self._link = HandshakeWatch(self.sock, endpoint, Party("host", keys_dir, self._keys))
         self.sock.connect(endpoint)
         log.info("dialling %s as a %s host", endpoint, self.settings.host_kind)
 
@@ -255,33 +251,22 @@ class DialInRuntime(HostRuntime):
         return None
 
     def _poll_monitor(self) -> None:
-        if self._monitor is None:
+        if self._link is None:
             return
-        while True:
-            try:
-                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                return
-            kind = event["event"]
-            if kind == zmq.EVENT_DISCONNECTED:
-                # The coordinator knows us by that connection's routing id: it is gone for good.
-                self._reset("connection dropped")
-            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and not self.registered:
-                self._last_hello = 0.0  # a fresh connection: say hello now, not at the next beat
-            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+        for event in self._link.poll():
+            if event.refusal is not None:
                 self.refusals += 1
                 if self.refusals % REFUSAL_LOG_EVERY == 1:
-                    log.error(
-                        "the coordinator refused this host's key (%d time(s)) "
-                        "(fix: python -m orchestrator keys authorize on the coordinator with "
-                        "this host's .key, and check KEYS/coordinator.key is the coordinator's)",
-                        self.refusals,
-                    )
+                    log.error("refused %d time(s): %s", self.refusals, event.refusal.message)
+            elif event.kind == zmq.EVENT_DISCONNECTED:
+                # The coordinator knows us by that connection's routing id: it is gone for good.
+                self._reset("connection dropped")
+            elif event.kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and not self.registered:
+                self._last_hello = 0.0  # a fresh connection: say hello now, not at the next beat
 
     def close(self) -> None:
-        if self._monitor is not None:
-            self.sock.disable_monitor()
-            self._monitor.close(linger=0)
+        if self._link is not None:
+            self._link.close()
         super().close()
 
 

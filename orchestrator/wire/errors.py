@@ -28,6 +28,7 @@ class ErrorCode(enum.StrEnum):
     STREAM_CLOSED = "stream_closed"
     PROTOCOL = "protocol"
     INTERNAL = "internal"
+    UNAUTHORIZED = "unauthorized"
 
 
 class OrchestratorError(Exception):
@@ -98,6 +99,14 @@ class InternalError(OrchestratorError):
     code = ErrorCode.INTERNAL
 
 
+class UnauthorizedError(OrchestratorError):
+    """The coordinator would not finish the Curve handshake: it does not know this client's
+    key, or the client holds another coordinator's public key. Raised by the client itself
+    (nothing reaches the coordinator); ``details["cause"]`` says which."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
 class ConfigError(Exception):
     """A configuration refused at start; the message names the file, the key and the fix."""
 
@@ -144,6 +153,7 @@ _BY_CODE: dict[ErrorCode, type[OrchestratorError]] = {
         StreamClosedError,
         ProtocolError,
         InternalError,
+        UnauthorizedError,
     )
 }
 
