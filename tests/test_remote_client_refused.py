@@ -25,7 +25,15 @@ from orchestrator.client import AsyncClient, Client
 from orchestrator.coordinator import Coordinator
 from orchestrator.errors import ErrorCode, UnauthorizedError
 from orchestrator.wire import curve
-from support import SYNTHETIC, assert_fingerprint, make_config, running, tone_pcm16, wait_for
+from support import (
+    SYNTHETIC,
+    assert_fingerprint,
+    make_config,
+    replica,
+    running,
+    tone_pcm16,
+    wait_for,
+)
 
 #: What a call's timeout would be in real use: a refusal must not wait for it.
 TIMEOUT_S = 30.0
@@ -300,3 +308,42 @@ def test_a_dial_in_host_with_an_unknown_key_logs_the_cause_and_fix(tmp_path: Pat
         f"{endpoint}: the coordinator refused this host's Curve key {pair.public.decode()}" in line
     )
     assert f"keys authorize KEYS_DIR {tmp_path / 'host'}/host.key --as host" in line
+
+
+def test_a_refused_dial_in_host_gets_in_once_its_key_is_authorized_without_restarts(
+    tmp_path: Path,
+) -> None:
+    """keys authorize on the coordinator's folder: the running coordinator reads it again and
+    the running host dials again after a refusal, so neither is restarted."""
+    curve.generate_keypair(tmp_path / "coord", curve.COORDINATOR_KEY_NAME)
+    curve.generate_keypair(tmp_path / "host", "host")
+    shutil.copy(tmp_path / "coord" / "coordinator.key", tmp_path / "host")
+    config = make_config(
+        hosts={"ext": {"external": True, "models": {"echo": "synthetic"}}},
+        remote={"listen": "tcp://127.0.0.1:0", "keys_dir": str(tmp_path / "coord")},
+    )
+    log = tmp_path / "host.log"
+    with running(config) as coord, log.open("wb") as err:
+        endpoint = coord.call(lambda b: b.remote.endpoint)
+        host = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.host", "--connect", endpoint, "--host-kind",
+             "ext", "--engine", SYNTHETIC, "--model", "echo=synthetic", "--keys",
+             str(tmp_path / "host"), "--log-level", "WARNING"],
+            stderr=err,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: "refused 1 time(s)" in log.read_text(), 20, "the refusal logged")
+            authorize = subprocess.run(
+                [sys.executable, "-m", "orchestrator", "keys", "authorize",
+                 str(tmp_path / "coord"), str(tmp_path / "host" / "host.key"), "--as", "host"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            assert "next handshake" in authorize.stdout
+            wait_for(lambda: replica(coord, "ext.0")["state"] == "ready", 20, "the host registered")
+            result = coord.sync_client().transcribe(
+                b"\x01\x00" * 1600, sample_rate=16_000, model="echo"
+            )
+            assert result.host == "ext"
+        finally:
+            host.kill()
+            host.wait()

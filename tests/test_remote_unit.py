@@ -113,6 +113,43 @@ def test_zap_lets_in_listed_keys_by_name_and_counts_the_rest() -> None:
         ctx.destroy(linger=0)
 
 
+def test_zap_reads_the_allow_lists_again_so_authorize_and_revoke_need_no_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.coordinator import zap as zap_module
+
+    ctx = zmq.Context()
+    lists: dict[str, dict[bytes, str]] = {"hosts": {}}
+    reads: list[int] = []
+
+    def reload() -> dict[str, dict[bytes, str]]:
+        reads.append(1)
+        return {domain: dict(keys) for domain, keys in lists.items()}
+
+    try:
+        late = zmq.curve_keypair()[0]
+        zap = ZapHandler(ctx, reload(), reload=reload)
+        ask = zap_request("hosts", "10.0.0.2", b"CURVE", zmq.utils.z85.decode(late))
+        assert zap.answer(ask)[2] == b"400"  # not on the list yet
+        lists["hosts"][late] = "late"  # keys authorize
+        assert zap.answer(ask)[2] == b"400" and len(reads) == 1  # read at most once a second
+        monkeypatch.setattr(zap_module, "ALLOW_LIST_RELOAD_INTERVAL_S", 0.0)
+        assert zap.answer(ask)[2:5] == [b"200", b"OK", b"late"]
+        del lists["hosts"][late]  # keys revoke
+        assert zap.answer(ask)[2] == b"400"
+
+        def broken() -> dict[str, dict[bytes, str]]:
+            raise ConfigError("hosts/x.key: not a key file (fix: point at a NAME.key file)")
+
+        lists["hosts"][late] = "late"
+        assert zap.answer(ask)[2] == b"200"
+        zap._reload = broken  # an unreadable folder keeps the lists as they were
+        assert zap.answer(ask)[2] == b"200"
+        zap.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
 def test_zap_allows_plaintext_only_where_asked_and_only_from_loopback() -> None:
     ctx = zmq.Context()
     try:

@@ -65,14 +65,18 @@ def run(args: argparse.Namespace) -> int:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         curve.write_public_key(target, public)
         print(
-            f"authorized {args.role} {name}: {public.decode()} (restart the coordinator to apply)"
+            f"authorized {args.role} {name}: {public.decode()} "
+            "(a running coordinator lets it in at its next handshake)"
         )
     elif action == "revoke":
         target = folder / _ROLES[args.role] / f"{curve.check_name(args.name)}{curve.PUBLIC_SUFFIX}"
         if not target.is_file():
             raise ConfigError(f"{target} does not exist (fix: keys list {folder})")
         target.unlink()
-        print(f"revoked {args.role} {args.name} (restart the coordinator to apply)")
+        print(
+            f"revoked {args.role} {args.name} (refused from its next handshake; a live "
+            f"connection stays until it drops: restart that {args.role} to cut it)"
+        )
     else:
         public = curve.load_public_key(
             folder / f"{curve.COORDINATOR_KEY_NAME}{curve.PUBLIC_SUFFIX}"

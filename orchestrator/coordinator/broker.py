@@ -108,17 +108,22 @@ class Broker:
         remote = self.config.remote
         if not remote.listen and not remote.keys_dir:
             return None, None
-        keys = None
-        allow: dict[str, dict[bytes, str]] = {}
-        if remote.keys_dir:
-            folder = resolve_config_path(self.config, remote.keys_dir)
-            keys = curve.load_keypair(folder, curve.COORDINATOR_KEY_NAME)
-            allow = {
+        plaintext = frozenset({curve.HOSTS_DOMAIN}) if remote.plaintext else frozenset()
+        if not remote.keys_dir:
+            return None, ZapHandler(self.ctx, {}, plaintext_domains=plaintext)
+        folder = resolve_config_path(self.config, remote.keys_dir)
+        keys = curve.load_keypair(folder, curve.COORDINATOR_KEY_NAME)
+
+        def allow_lists() -> dict[str, dict[bytes, str]]:
+            return {
                 curve.HOSTS_DOMAIN: curve.load_allow_list(folder / curve.HOSTS_DIR),
                 curve.CLIENTS_DOMAIN: curve.load_allow_list(folder / curve.CLIENTS_DIR),
             }
-        plaintext = frozenset({curve.HOSTS_DOMAIN}) if remote.plaintext else frozenset()
-        return keys, ZapHandler(self.ctx, allow, plaintext_domains=plaintext)
+
+        handler = ZapHandler(
+            self.ctx, allow_lists(), plaintext_domains=plaintext, reload=allow_lists
+        )
+        return keys, handler
 
     def _router_socket(self, endpoints: list[str]) -> zmq.Socket[Any]:
         sock = self.ctx.socket(zmq.ROUTER)

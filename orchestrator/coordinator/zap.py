@@ -10,6 +10,11 @@ broker's poller), so its counters are plain state the health snapshot reads:
 - ``NULL`` (plaintext): only where plaintext was asked for, and only from a loopback address.
 - anything else (PLAIN passwords, GSSAPI): refused.
 
+The allow-lists are read again from their folders (at most once a second, when a handshake
+asks), so ``keys authorize`` lets a key in and ``keys revoke`` keeps it out from its next
+handshake on, without restarting the coordinator (a live connection stays up until it drops:
+restart that host, or the client, to cut it).
+
 Bind it before any Curve socket binds: with no handler, libzmq lets every client key in.
 """
 
@@ -18,11 +23,14 @@ from __future__ import annotations
 import collections
 import ipaddress
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
 import zmq.utils.z85
+
+from orchestrator.wire.errors import ConfigError
 
 log = logging.getLogger("orchestrator.coordinator.zap")
 
@@ -30,6 +38,11 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_VERSION = b"1.0"
 #: Refused connections remembered (by address) for health, newest last.
 RECENT_REFUSALS = 16
+#: How often at most the allow-list folders are read again (on a handshake, not on a timer).
+ALLOW_LIST_RELOAD_INTERVAL_S = 1.0
+
+#: Domain -> public key (Z85 text, as in key files) -> the key's name.
+AllowLists = Mapping[str, Mapping[bytes, str]]
 
 
 class ZapHandler:
@@ -38,15 +51,15 @@ class ZapHandler:
     def __init__(
         self,
         ctx: zmq.Context[Any],
-        allow_lists: Mapping[str, Mapping[bytes, str]],
+        allow_lists: AllowLists,
         *,
         plaintext_domains: frozenset[str] = frozenset(),
+        reload: Callable[[], AllowLists] | None = None,
     ) -> None:
-        # Allow-lists hold Z85 text (as in key files); ZAP hands over the raw 32 bytes.
-        self._allowed = {
-            domain: {zmq.utils.z85.decode(public): name for public, name in keys.items()}
-            for domain, keys in allow_lists.items()
-        }
+        """``reload`` reads the allow-lists again (from their folders); None keeps them fixed."""
+        self._allowed = _raw_keys(allow_lists)
+        self._reload = reload
+        self._loaded_at = time.monotonic()
         self._plaintext = plaintext_domains
         self.sock: zmq.Socket[Any] = ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -75,7 +88,7 @@ class ZapHandler:
         credentials = frames[6:]
         domain, address = domain_b.decode(errors="replace"), address_b.decode(errors="replace")
         if mechanism == b"CURVE" and len(credentials) == 1:
-            name = self._allowed.get(domain, {}).get(credentials[0])
+            name = self._current_allow_lists().get(domain, {}).get(credentials[0])
             if name is None:
                 key = (
                     zmq.utils.z85.encode(credentials[0]).decode()
@@ -95,6 +108,18 @@ class ZapHandler:
         return self._refuse(
             request_id, domain, address, f"mechanism {mechanism!r} not supported", "mechanism"
         )
+
+    def _current_allow_lists(self) -> dict[str, dict[bytes, str]]:
+        """The allow-lists, read again if the last read is over a second old. A folder that
+        cannot be read keeps the lists as they were, with one warning naming the fix."""
+        now = time.monotonic()
+        if self._reload is not None and now - self._loaded_at >= ALLOW_LIST_RELOAD_INTERVAL_S:
+            self._loaded_at = now
+            try:
+                self._allowed = _raw_keys(self._reload())
+            except (ConfigError, OSError) as exc:
+                log.warning("allow-lists not re-read, the previous ones stay: %s", exc)
+        return self._allowed
 
     def _accept(self, request_id: bytes, domain: str, name: str) -> list[bytes]:
         self.accepted[domain] += 1
@@ -119,6 +144,14 @@ class ZapHandler:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+
+
+def _raw_keys(allow_lists: AllowLists) -> dict[str, dict[bytes, str]]:
+    """Allow-lists keyed by the raw 32-byte keys ZAP hands over (key files hold Z85 text)."""
+    return {
+        domain: {zmq.utils.z85.decode(public): name for public, name in keys.items()}
+        for domain, keys in allow_lists.items()
+    }
 
 
 def _is_loopback(address: str) -> bool:

@@ -54,6 +54,9 @@ DEFAULT_HELLO_INTERVAL_S = 1.0
 DEFAULT_KEY_NAME = "host"
 #: A refused handshake repeats at every reconnect: log the first and then every this many.
 REFUSAL_LOG_EVERY = 30
+#: After a refusal libzmq never dials again by itself; the host does, this often, so a key an
+#: operator authorizes later gets in without restarting the host.
+REFUSED_REDIAL_INTERVAL_S = 5.0
 _CONFIG_KEYS = {
     "connect", "host_kind", "engine", "keys", "key_name", "plaintext", "models",
     "on_demand_models", "engine_options", "engine_threads", "warmup", "log_level",
@@ -138,6 +141,7 @@ class DialInRuntime(HostRuntime):
         self._hello_interval_s = DEFAULT_HELLO_INTERVAL_S
         self._last_hello = 0.0
         self._link: HandshakeWatch | None = None
+        self._refused_at = 0.0  # when the last refusal (or redial after one) happened
         super().__init__(boot, identity="", endpoint=settings.connect, parent_pid=0)
 
     # ----------------------------------------------------------------- the link
@@ -253,8 +257,17 @@ class DialInRuntime(HostRuntime):
     def _poll_monitor(self) -> None:
         if self._link is None:
             return
+        now = time.monotonic()
+        refused = self._link.refusal is not None
+        if (
+            refused
+            and now - self._refused_at >= REFUSED_REDIAL_INTERVAL_S
+            and self._link.dial_again()
+        ):
+            self._refused_at = now
         for event in self._link.poll():
             if event.refusal is not None:
+                self._refused_at = now
                 self.refusals += 1
                 if self.refusals % REFUSAL_LOG_EVERY == 1:
                     log.error("refused %d time(s): %s", self.refusals, event.refusal.message)

@@ -99,7 +99,7 @@ class Party:
             return (
                 f"{endpoint}: the coordinator refused this {self.role}'s Curve key{public} "
                 f"(fix: on the coordinator, python -m orchestrator keys authorize KEYS_DIR "
-                f"{folder}/{name}{PUBLIC_SUFFIX} --as {self.role}, then restart it)"
+                f"{folder}/{name}{PUBLIC_SUFFIX} --as {self.role}; its next try gets in)"
             )
         if cause is Cause.COORDINATOR_KEY:
             return (
