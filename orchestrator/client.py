@@ -345,6 +345,8 @@ class _ClientBase:
         )
         self.endpoint = endpoint
         self._core = _Core(key, max_message_bytes, timeout_s)
+        #: Kept for a twin on the same link (the blocking client's long-form path).
+        self._curve = {"curve_keys": curve_keys, "curve_key_name": curve_key_name}
         self._own_ctx = context is None
         self._ctx: Any = self._context(context)
         self._sock: Any = self._ctx.socket(zmq.DEALER)
@@ -789,6 +791,7 @@ class Client(_ClientBase):
                 context=self._ctx,
                 timeout_s=self._core.timeout_s,
                 max_message_bytes=self._core.max_message_bytes,
+                **self._curve,
             )
             try:
                 return await twin.transcribe_file(

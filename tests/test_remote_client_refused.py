@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,11 +117,20 @@ def refused_clients(remote: Remote) -> int:
 
 
 # ---------------------------------------------------------------------- served
-def test_an_allow_listed_client_is_served_over_curve(remote: Remote) -> None:
+def test_an_allow_listed_client_is_served_over_curve(remote: Remote, tmp_path: Path) -> None:
     pcm = tone_pcm16(4000, 11)
+    recording = tmp_path / "tone.wav"
+    with wave.open(str(recording), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(tone_pcm16(32_000, 12).astype("<i2").tobytes())
     with connect(remote, remote.clients / "served") as client:
         assert_fingerprint(client.transcribe(pcm, sample_rate=16000, model="echo").text, pcm)
         assert client.health()["replicas"]
+        # The long-form path runs a twin client: it must dial with the same Curve keys.
+        transcript = client.transcribe_file(recording, model="echo", skip_silence=False)
+        assert transcript.segments and "n=" in transcript.text
 
     async def run() -> None:
         client = connect(remote, remote.clients / "served", AsyncClient)
