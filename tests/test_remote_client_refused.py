@@ -9,6 +9,7 @@ hear ``UnauthorizedError`` within ``FAST_S``, far inside its ``TIMEOUT_S``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -290,10 +291,20 @@ def test_curve_keys_against_a_plain_loopback_endpoint_fail_fast(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------- a dial-in host
-def test_a_dial_in_host_with_an_unknown_key_logs_the_cause_and_fix(tmp_path: Path) -> None:
-    """The host side reads the same watch: one log line naming the endpoint, cause and fix."""
+@dataclass
+class RefusedHost:
+    coord: Coordinator
+    endpoint: str
+    public_key: str
+    log: Path
+
+
+@contextlib.contextmanager
+def refused_dial_in_host(tmp_path: Path) -> Iterator[RefusedHost]:
+    """A coordinator listening for dial-in hosts and a host whose key it does not know, running
+    until its first refusal is logged."""
     curve.generate_keypair(tmp_path / "coord", curve.COORDINATOR_KEY_NAME)
-    pair = curve.generate_keypair(tmp_path / "host", "host")  # never authorized
+    pair = curve.generate_keypair(tmp_path / "host", "host")  # not authorized
     shutil.copy(tmp_path / "coord" / "coordinator.key", tmp_path / "host")
     config = make_config(
         hosts={"ext": {"external": True, "models": {"echo": "synthetic"}}},
@@ -310,12 +321,19 @@ def test_a_dial_in_host_with_an_unknown_key_logs_the_cause_and_fix(tmp_path: Pat
         )  # fmt: skip
         try:
             wait_for(lambda: "refused 1 time(s)" in log.read_text(), 20, "the refusal logged")
+            yield RefusedHost(coord, endpoint, pair.public.decode(), log)
         finally:
             host.kill()
             host.wait()
-    line = next(x for x in log.read_text().splitlines() if "refused 1 time(s)" in x)
+
+
+def test_a_dial_in_host_with_an_unknown_key_logs_the_cause_and_fix(tmp_path: Path) -> None:
+    """The host side reads the same watch: one log line naming the endpoint, cause and fix."""
+    with refused_dial_in_host(tmp_path) as refused:
+        line = next(x for x in refused.log.read_text().splitlines() if "refused 1 time(s)" in x)
     assert (
-        f"{endpoint}: the coordinator refused this host's Curve key {pair.public.decode()}" in line
+        f"{refused.endpoint}: the coordinator refused this host's Curve key "
+        f"{refused.public_key}" in line
     )
     assert f"keys authorize KEYS_DIR {tmp_path / 'host'}/host.key --as host" in line
 
@@ -325,35 +343,16 @@ def test_a_refused_dial_in_host_gets_in_once_its_key_is_authorized_without_resta
 ) -> None:
     """keys authorize on the coordinator's folder: the running coordinator reads it again and
     the running host dials again after a refusal, so neither is restarted."""
-    curve.generate_keypair(tmp_path / "coord", curve.COORDINATOR_KEY_NAME)
-    curve.generate_keypair(tmp_path / "host", "host")
-    shutil.copy(tmp_path / "coord" / "coordinator.key", tmp_path / "host")
-    config = make_config(
-        hosts={"ext": {"external": True, "models": {"echo": "synthetic"}}},
-        remote={"listen": "tcp://127.0.0.1:0", "keys_dir": str(tmp_path / "coord")},
-    )
-    log = tmp_path / "host.log"
-    with running(config) as coord, log.open("wb") as err:
-        endpoint = coord.call(lambda b: b.remote.endpoint)
-        host = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.host", "--connect", endpoint, "--host-kind",
-             "ext", "--engine", SYNTHETIC, "--model", "echo=synthetic", "--keys",
-             str(tmp_path / "host"), "--log-level", "WARNING"],
-            stderr=err,
+    with refused_dial_in_host(tmp_path) as refused:
+        authorize = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "keys", "authorize",
+             str(tmp_path / "coord"), str(tmp_path / "host" / "host.key"), "--as", "host"],
+            capture_output=True, text=True, check=True,
         )  # fmt: skip
-        try:
-            wait_for(lambda: "refused 1 time(s)" in log.read_text(), 20, "the refusal logged")
-            authorize = subprocess.run(
-                [sys.executable, "-m", "orchestrator", "keys", "authorize",
-                 str(tmp_path / "coord"), str(tmp_path / "host" / "host.key"), "--as", "host"],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            assert "next handshake" in authorize.stdout
-            wait_for(lambda: replica(coord, "ext.0")["state"] == "ready", 20, "the host registered")
-            result = coord.sync_client().transcribe(
-                b"\x01\x00" * 1600, sample_rate=16_000, model="echo"
-            )
-            assert result.host == "ext"
-        finally:
-            host.kill()
-            host.wait()
+        assert "next handshake" in authorize.stdout
+        coord = refused.coord
+        wait_for(lambda: replica(coord, "ext.0")["state"] == "ready", 20, "the host registered")
+        result = coord.sync_client().transcribe(
+            b"\x01\x00" * 1600, sample_rate=16_000, model="echo"
+        )
+        assert result.host == "ext"
