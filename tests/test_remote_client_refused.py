@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import zmq.utils.z85
 
 from orchestrator.client import AsyncClient, Client
 from orchestrator.coordinator import Coordinator
-from orchestrator.errors import ErrorCode, UnauthorizedError
+from orchestrator.errors import DeadlineExceededError, ErrorCode, UnauthorizedError
 from orchestrator.wire import curve
 from support import (
     SYNTHETIC,
@@ -356,3 +357,34 @@ def test_a_refused_dial_in_host_gets_in_once_its_key_is_authorized_without_resta
             b"\x01\x00" * 1600, sample_rate=16_000, model="echo"
         )
         assert result.host == "ext"
+
+
+def test_local_tools_reach_a_curve_coordinator_through_its_connection_file(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """A coordinator serving remote clients over Curve writes an ipc endpoint for this machine's
+    own tools (which hold no Curve keys) in its connection file, and the Curve one beside it."""
+    config = make_config(remote={"keys_dir": str(remote.keys)}, allow_remote=True)
+    coord = Coordinator(config, client_endpoint="tcp://0.0.0.0:0")
+    coord.start(write_connection_file=True)
+    try:
+        assert coord.connection_file is not None
+        info = json.loads(coord.connection_file.read_text())
+        assert info["endpoint"].startswith("ipc://") and info["curve_endpoint"].startswith("tcp://")
+        with Client(connection_file=coord.connection_file) as client:
+            assert client.health(timeout=TIMEOUT_S)["replicas"]
+        cli = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "health", "--json",
+             "--connection-file", str(coord.connection_file)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        # The Curve endpoint still refuses a client without keys (plaintext on a Curve socket).
+        port = info["curve_endpoint"].rsplit(":", 1)[1]
+        with (
+            Client(f"tcp://127.0.0.1:{port}", key=coord.client_key) as plain,
+            pytest.raises(DeadlineExceededError),  # no keys, no watch: no answer at all
+        ):
+            plain.health(timeout=1.0)
+    finally:
+        coord.close()

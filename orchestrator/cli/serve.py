@@ -207,6 +207,8 @@ def _print_listening(
 ) -> None:
     """Where clients connect; tests and scripts read these lines, so keep their prefixes."""
     print(f"endpoint: {coord.public_endpoint}")
+    if coord.local_endpoint != coord.public_endpoint:
+        print(f"local endpoint: {coord.local_endpoint} (this machine's tools, no Curve keys)")
     print(f"connection file: {coord.connection_file}")
     if http_url:
         print(f"http: {http_url}")

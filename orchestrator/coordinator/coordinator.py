@@ -31,6 +31,7 @@ from orchestrator.coordinator.broker import Broker
 from orchestrator.coordinator.config import Config, load_config
 from orchestrator.coordinator.supervisor import SERVING, HostState
 from orchestrator.models import resolve_config
+from orchestrator.wire import curve
 from orchestrator.wire.errors import ConfigError, EnvError
 from orchestrator.wire.protocol import new_key
 
@@ -61,6 +62,10 @@ class Coordinator:
         self._stop = threading.Event()
         self.inproc_endpoint = f"inproc://orchestrator-{id(self):x}"
         self.public_endpoint: str | None = None
+        #: Where this machine's own tools connect, written in the connection file: the public
+        #: endpoint, or an ipc one beside it when the public one speaks Curve (local tools hold
+        #: no Curve keys, and need none on a socket only this user can open).
+        self.local_endpoint: str | None = None
         self.connection_file: Path | None = None
         #: The held lock on the connection file's folder (see runtime_dir.claim_connection_file).
         self._claim: IO[str] | None = None
@@ -102,6 +107,10 @@ class Coordinator:
         host_endpoint = f"ipc://{self.run_dir}/hosts.sock"
         endpoints = [self.inproc_endpoint]
         if self.public_endpoint is not None:
+            self.local_endpoint = self.public_endpoint
+            if self._speaks_curve(self.public_endpoint):
+                self.local_endpoint = f"ipc://{self.run_dir}/clients.sock"
+                endpoints.append(self.local_endpoint)  # before the Curve bind: plain, private
             endpoints.append(self.public_endpoint)
         self.broker = Broker(
             self.config,
@@ -116,12 +125,20 @@ class Coordinator:
             and self.public_endpoint.startswith("tcp://")
             and self.public_endpoint.endswith(":0")
         ):
-            self.public_endpoint = self.broker.clients.getsockopt(zmq.LAST_ENDPOINT).decode()
+            bound = self.broker.clients.getsockopt(zmq.LAST_ENDPOINT).decode()
+            if self.local_endpoint == self.public_endpoint:
+                self.local_endpoint = bound
+            self.public_endpoint = bound
         if write_connection_file and self.public_endpoint:
             # In the per-user base folder, where clients look by default (claimed above).
             self.connection_file = runtime_dir.write_connection_file(base, self.connection_info())
         self._thread = threading.Thread(target=self._run, name="orchestrator-broker", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _speaks_curve(endpoint: str) -> bool:
+        """The broker binds non-loopback TCP with CurveZMQ (``Broker._router_socket``)."""
+        return endpoint.startswith("tcp://") and not curve.is_loopback_endpoint(endpoint)
 
     def _public_endpoint(self, endpoint: str) -> str:
         assert self.run_dir is not None
@@ -219,12 +236,15 @@ class Coordinator:
     # ------------------------------------------------------------------ clients
     def connection_info(self) -> dict[str, Any]:
         """Endpoint and client key for clients in other processes (keep it private)."""
-        return {
-            "endpoint": self.public_endpoint,
+        info: dict[str, Any] = {
+            "endpoint": self.local_endpoint,
             "key": self.client_key.hex(),
             **runtime_dir.owner_record(),
             "max_message_bytes": self.settings.max_message_bytes,
         }
+        if self.public_endpoint != self.local_endpoint:
+            info["curve_endpoint"] = self.public_endpoint  # for remote clients, with their keys
+        return info
 
     def client(self, **kwargs: Any) -> AsyncClient:
         """An asyncio client over inproc (same process, no copies over the kernel)."""
