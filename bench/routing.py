@@ -101,12 +101,11 @@ class _Ends:
         standalone, self.connection_file = stack.enter_context(
             harness.standalone(harness.raw_config({"syn": forwards_all}))
         )
-        host_pid = _host_pid(self.connection_file)
+        host_pid = int(_only_replica(self.connection_file)["pid"])
         queued, self.queued_connection_file = stack.enter_context(
             harness.standalone(harness.raw_config({"syn": harness.synthetic_host()}))
         )
-        with Client(connection_file=self.queued_connection_file) as client:
-            [replica] = client.health()["replicas"]
+        replica = _only_replica(self.queued_connection_file)
         self.default_max_inflight = int(replica["max_inflight"])
         self.ctx: zmq.Context[Any] = zmq.Context()
         stack.callback(self.ctx.destroy, linger=0)
@@ -151,6 +150,11 @@ class _Ends:
         self.cpu_requests = dict.fromkeys(self.cpu, 0)
         self.echo = harness.ipc_endpoint(folder, "echo")
         stack.enter_context(harness.bare_child("echo", self.echo))
+
+    def cpu_per_request(self, end: str, role: str | None = None) -> float:
+        """CPU seconds per pipelined request of one process of ``end`` (None: all three)."""
+        spent = self.cpu[end].spent
+        return (spent[role] if role else sum(spent.values())) / self.cpu_requests[end]
 
     def signed_exchange(self) -> SignedExchange:
         """A signed-floor client's protocol side: the request our client sends, signed."""
@@ -348,8 +352,6 @@ def _figures(
 
 def _cpu_figures(ends: _Ends) -> list[Figure]:
     """CPU per request of each process on the standalone path against its bare counterpart."""
-    ours, bare = ends.cpu[STANDALONE], ends.cpu[BARE_PROCESS]
-    n_ours, n_bare = ends.cpu_requests[STANDALONE], ends.cpu_requests[BARE_PROCESS]
     rows = (
         (CLIENT, "client (AsyncClient)", "bare asyncio DEALER client"),
         (MIDDLE, "coordinator process", "bare broker process"),
@@ -360,8 +362,8 @@ def _cpu_figures(ends: _Ends) -> list[Figure]:
             GROUP,
             f"CPU per request, pipelined standalone: {what}",
             "s",
-            value=ours.spent[role] / n_ours,
-            baseline=bare.spent[role] / n_bare,
+            value=ends.cpu_per_request(STANDALONE, role),
+            baseline=ends.cpu_per_request(BARE_PROCESS, role),
             baseline_label=against,
         )
         for role, what, against in rows
@@ -371,8 +373,8 @@ def _cpu_figures(ends: _Ends) -> list[Figure]:
             GROUP,
             "CPU per request, pipelined standalone: all three processes",
             "s",
-            value=sum(ours.spent.values()) / n_ours,
-            baseline=sum(bare.spent.values()) / n_bare,
+            value=ends.cpu_per_request(STANDALONE),
+            baseline=ends.cpu_per_request(BARE_PROCESS),
             baseline_label="bare client + broker + worker",
             note="psutil user+system time over the pipelined runs, divided by their requests; "
             "the client process also holds the idle embedded coordinator and bare thread broker",
@@ -384,7 +386,6 @@ def _cpu_figures(ends: _Ends) -> list[Figure]:
 def _queue_figures(rates: dict[str, list[float]], ends: _Ends, profile: Profile) -> list[Figure]:
     """The default max_inflight against the window: what holding work in the coordinator costs."""
     limit = ends.default_max_inflight
-    queued, forwarded = ends.cpu[QUEUED], ends.cpu[STANDALONE]
     return [
         Figure(
             GROUP,
@@ -400,18 +401,18 @@ def _queue_figures(rates: dict[str, list[float]], ends: _Ends, profile: Profile)
             GROUP,
             f"CPU per request, standalone, max_inflight {limit}: all three processes",
             "s",
-            value=sum(queued.spent.values()) / ends.cpu_requests[QUEUED],
-            baseline=sum(forwarded.spent.values()) / ends.cpu_requests[STANDALONE],
+            value=ends.cpu_per_request(QUEUED),
+            baseline=ends.cpu_per_request(STANDALONE),
             baseline_label=f"ours, max_inflight {profile.pipeline_window}",
         ),
     ]
 
 
-def _host_pid(connection_file: Any) -> int:
-    """The pid of the one host replica behind a standalone coordinator."""
+def _only_replica(connection_file: Any) -> dict[str, Any]:
+    """The health of the one host replica behind a standalone coordinator."""
     with Client(connection_file=connection_file) as client:
         [replica] = client.health()["replicas"]
-    return int(replica["pid"])
+    return dict(replica)
 
 
 def _split(
@@ -474,11 +475,10 @@ def _floor_figures(
         (FAR, "far process"),
         (None, "all three processes"),
     ):
-
-        def cpu(name: str, role: str | None = role) -> float:
-            spent = ends.cpu[name].spent
-            total = spent[role] if role else sum(spent.values())
-            return total / ends.cpu_requests[name]
-
-        figures += _split(f"CPU per request, standalone, {what}", "s", cpu, cpu_shape)
+        figures += _split(
+            f"CPU per request, standalone, {what}",
+            "s",
+            lambda name, role=role: ends.cpu_per_request(name, role),
+            cpu_shape,
+        )
     return figures

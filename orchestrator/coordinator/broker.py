@@ -135,7 +135,7 @@ class Broker:
         # (generous, so an ordinary oversize message still reaches our check and is counted).
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.settings.max_message_bytes + 65_536)
         for endpoint in endpoints:
-            if endpoint.startswith("tcp://") and not curve.is_loopback_endpoint(endpoint):
+            if curve.speaks_curve(endpoint):
                 # Options apply to later binds only: inproc and ipc stay as they were.
                 if self.curve_keys is None:
                     raise ConfigError(

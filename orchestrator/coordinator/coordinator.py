@@ -42,7 +42,6 @@ log = logging.getLogger("orchestrator.coordinator")
 
 #: States in which start-up stops waiting for a replica.
 _SETTLED = SERVING | {HostState.FAILED, HostState.STOPPED}
-_LOOPBACK = ("tcp://127.", "tcp://localhost:", "tcp://[::1]:")
 
 
 class Coordinator:
@@ -62,10 +61,6 @@ class Coordinator:
         self._stop = threading.Event()
         self.inproc_endpoint = f"inproc://orchestrator-{id(self):x}"
         self.public_endpoint: str | None = None
-        #: Where this machine's own tools connect, written in the connection file: the public
-        #: endpoint, or an ipc one beside it when the public one speaks Curve (local tools hold
-        #: no Curve keys, and need none on a socket only this user can open).
-        self.local_endpoint: str | None = None
         self.connection_file: Path | None = None
         #: The held lock on the connection file's folder (see runtime_dir.claim_connection_file).
         self._claim: IO[str] | None = None
@@ -107,10 +102,8 @@ class Coordinator:
         host_endpoint = f"ipc://{self.run_dir}/hosts.sock"
         endpoints = [self.inproc_endpoint]
         if self.public_endpoint is not None:
-            self.local_endpoint = self.public_endpoint
-            if self._speaks_curve(self.public_endpoint):
-                self.local_endpoint = f"ipc://{self.run_dir}/clients.sock"
-                endpoints.append(self.local_endpoint)  # before the Curve bind: plain, private
+            if curve.speaks_curve(self.public_endpoint):
+                endpoints.append(self._local_ipc_endpoint)  # before the Curve bind: plain, private
             endpoints.append(self.public_endpoint)
         self.broker = Broker(
             self.config,
@@ -125,30 +118,31 @@ class Coordinator:
             and self.public_endpoint.startswith("tcp://")
             and self.public_endpoint.endswith(":0")
         ):
-            bound = self.broker.clients.getsockopt(zmq.LAST_ENDPOINT).decode()
-            if self.local_endpoint == self.public_endpoint:
-                self.local_endpoint = bound
-            self.public_endpoint = bound
+            self.public_endpoint = self.broker.clients.getsockopt(zmq.LAST_ENDPOINT).decode()
         if write_connection_file and self.public_endpoint:
             # In the per-user base folder, where clients look by default (claimed above).
             self.connection_file = runtime_dir.write_connection_file(base, self.connection_info())
         self._thread = threading.Thread(target=self._run, name="orchestrator-broker", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _speaks_curve(endpoint: str) -> bool:
-        """The broker binds non-loopback TCP with CurveZMQ (``Broker._router_socket``)."""
-        return endpoint.startswith("tcp://") and not curve.is_loopback_endpoint(endpoint)
+    @property
+    def _local_ipc_endpoint(self) -> str:
+        return f"ipc://{self.run_dir}/clients.sock"
+
+    @property
+    def local_endpoint(self) -> str | None:
+        """Where this machine's own tools connect, written in the connection file: the public
+        endpoint, or the ipc one bound beside it when the public one speaks Curve (local tools
+        hold no Curve keys, and need none on a socket only this user can open)."""
+        if self.public_endpoint is not None and curve.speaks_curve(self.public_endpoint):
+            return self._local_ipc_endpoint
+        return self.public_endpoint
 
     def _public_endpoint(self, endpoint: str) -> str:
         assert self.run_dir is not None
         if not endpoint or endpoint == "ipc":
-            return f"ipc://{self.run_dir}/clients.sock"
-        if (
-            endpoint.startswith("tcp://")
-            and not endpoint.startswith(_LOOPBACK)
-            and not self.settings.allow_remote
-        ):
+            return self._local_ipc_endpoint
+        if curve.speaks_curve(endpoint) and not self.settings.allow_remote:
             raise ConfigError(
                 f"{self.config.source}: coordinator.client_endpoint {endpoint!r} is not loopback "
                 "(fix: bind tcp://127.0.0.1:PORT, or set allow_remote = true knowingly)"

@@ -384,9 +384,9 @@ class HostRuntime:
                 compute_s=time.monotonic() - computing,
             )
 
-        def reply(out: HostResult | None, error: OrchestratorError | None) -> None:
-            if out is None:
-                self.reply_error(msg, error or InternalError("no result"))
+        def reply(out: Any, error: OrchestratorError | None) -> None:
+            if error is not None:
+                self.reply_error(msg, error)
             else:
                 self.send(Message(Kind.RESULT, out.to_header()))
 

@@ -161,6 +161,11 @@ def load_allow_list(directory: str | Path) -> dict[bytes, str]:
 
 
 # ---------------------------------------------------------------------- sockets
+def speaks_curve(endpoint: str) -> bool:
+    """Whether the coordinator serves this client endpoint with CurveZMQ: TCP off loopback."""
+    return endpoint.startswith("tcp://") and not is_loopback_endpoint(endpoint)
+
+
 def is_loopback_endpoint(endpoint: str) -> bool:
     """``tcp://127.x.y.z:P``, ``tcp://[::1]:P`` or ``tcp://localhost:P``."""
     host = urlsplit(endpoint).hostname or ""
