@@ -241,6 +241,19 @@ class Broker:
         drops: DropCounter,
         handler: Callable[[bytes, Message], None],
     ) -> None:
+        self.outbox.hold()  # the batch's sends go out together at its end (see Outbox)
+        try:
+            self._handle_waiting(sock, codec, drops, handler)
+        finally:
+            self.outbox.release()
+
+    def _handle_waiting(
+        self,
+        sock: zmq.Socket[Any],
+        codec: Codec,
+        drops: DropCounter,
+        handler: Callable[[bytes, Message], None],
+    ) -> None:
         for frames in waiting_messages(sock, MAX_MESSAGES_PER_TURN):
             identity = frames[0].bytes
             try:

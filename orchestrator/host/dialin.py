@@ -46,6 +46,7 @@ from orchestrator.wire.dialin import Welcome, hello, registration_codec
 from orchestrator.wire.errors import ConfigError, ProtocolError, error_from_wire
 from orchestrator.wire.handshake import HandshakeWatch, Party
 from orchestrator.wire.protocol import Codec, Kind, Message, new_key
+from orchestrator.wire.sockets import send_frames
 
 log = logging.getLogger("orchestrator.host.dialin")
 
@@ -172,17 +173,18 @@ class DialInRuntime(HostRuntime):
                 raise
             return msg
 
-    def send(self, msg: Message) -> None:
+    def frames_of(self, msg: Message) -> list[bytes] | None:
         if msg.kind is Kind.HELLO:
-            frames = self._hello_codec.encode(msg)
-        elif not self.registered:
-            return  # nobody to tell yet: READY goes out again once welcomed
-        else:
-            frames = self.codec.encode(msg)
+            return self._hello_codec.encode(msg)
+        if not self.registered:
+            return None  # nobody to tell yet: READY goes out again once welcomed
+        return self.codec.encode(msg)
+
+    def transmit(self, frames: list[bytes], kind: Kind) -> None:
         try:
-            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            send_frames(self.sock, frames)
         except zmq.Again:
-            log.debug("link not up; dropped %s", msg.kind)
+            log.debug("link not up; dropped %s", kind)
 
     def heartbeat(self) -> Message:
         """Registered: the ordinary heartbeat. Not yet: HELLO, at its own pace."""
