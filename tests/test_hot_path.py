@@ -4,7 +4,9 @@
   length and the frames, so any peer can check it with the standard library alone;
 - the fast header parse agrees with ``json.loads`` on what it accepts and refuses;
 - the synthetic engine is answered inline only when no fault could make it sleep or hang;
-- an AsyncClient delivers a burst of replies larger than one wake-up's share, every one of them.
+- an AsyncClient delivers a burst of replies larger than one wake-up's share, every one of them;
+- what the coordinator's outbox and a host send while handling a batch goes out at the batch's
+  end, every message once and in order (a lone message goes at once).
 """
 
 from __future__ import annotations
@@ -13,17 +15,26 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import struct
+import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import zmq
 
 from orchestrator import client as client_module
 from orchestrator.coordinator import Coordinator
+from orchestrator.coordinator.outbox import Outbox
 from orchestrator.errors import ProtocolError
+from orchestrator.host.runtime import HostRuntime
 from orchestrator.host.synthetic import SyntheticEngine
+from orchestrator.wire.contract import BootDocument, ModelSpec
 from orchestrator.wire.protocol import VERSION_FRAME, Codec, Kind, Message, new_key
 from support import make_config, running, synthetic_host
+from table_support import ProcesslessSupervisor, unit_config
 
 #: Far more than 400 health answers take on a busy machine; a lost reply would hang forever.
 BURST_TIMEOUT_S = 30.0
@@ -95,3 +106,129 @@ def test_a_replayed_message_is_still_refused() -> None:
     with pytest.raises(ProtocolError) as refused:
         receiver.decode(frames)
     assert refused.value.details["reason"] == "replay"
+
+
+def _dealer(ctx: zmq.Context[Any], endpoint: str, identity: bytes) -> zmq.Socket[Any]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IDENTITY, identity)
+    sock.connect(endpoint)
+    return sock
+
+
+def _ids(sock: zmq.Socket[Any], codec: Codec, count: int) -> list[Any]:
+    """The ids of the next ``count`` messages on ``sock`` (each within a second)."""
+    ids = []
+    for _ in range(count):
+        assert sock.poll(1000), f"only {len(ids)} of {count} messages arrived"
+        ids.append(codec.decode(sock.recv_multipart()).header["id"])
+    return ids
+
+
+def test_the_outbox_holds_a_batch_and_sends_it_in_order_at_release() -> None:
+    supervisor = ProcesslessSupervisor(unit_config())
+    rep = supervisor.replicas[0]
+    client_codec, host_codec = Codec(new_key()), Codec(new_key())
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        routers = []
+        for name in ("clients", "hosts"):
+            router = ctx.socket(zmq.ROUTER)
+            router.setsockopt(zmq.LINGER, 0)
+            router.bind(f"inproc://outbox-{name}")
+            routers.append(router)
+        client = _dealer(ctx, "inproc://outbox-clients", b"client-1")
+        host = _dealer(ctx, "inproc://outbox-hosts", rep.identity)
+        for sock, router in ((client, routers[0]), (host, routers[1])):
+            sock.send(b"hello")  # the ROUTER learns the peer's identity
+            assert router.poll(1000)
+            router.recv_multipart()
+        out = Outbox(routers[0], client_codec, routers[1], host_codec)
+
+        out.to_client(b"client-1", Message(Kind.RESULT, {"id": "alone"}))
+        assert _ids(client, client_codec, 1) == ["alone"]  # not held: sent at once
+
+        out.hold()
+        for n in range(5):
+            out.to_client(b"client-1", Message(Kind.RESULT, {"id": n}))
+            out.to_host(rep, Message(Kind.TRANSCRIBE, {"id": f"h{n}"}))
+        assert not client.poll(50) and not host.poll(0)  # held: nothing sent yet
+        out.release()
+        assert _ids(client, client_codec, 5) == [0, 1, 2, 3, 4]
+        assert _ids(host, host_codec, 5) == [f"h{n}" for n in range(5)]
+
+        out.to_client(b"client-1", Message(Kind.RESULT, {"id": "after"}))
+        assert _ids(client, client_codec, 1) == ["after"]  # released: no longer held
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Path) -> None:
+    key = new_key()
+    boot = BootDocument(
+        key=key,
+        engine="orchestrator.host.synthetic:SyntheticEngine",
+        models=(ModelSpec("echo", "echo"),),
+        warmup=False,
+    )
+    endpoint = f"ipc://{tmp_path}/host.sock"
+    ctx: zmq.Context[Any] = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    runtime = HostRuntime(boot, "syn.0", endpoint, os.getppid())
+    try:
+        runtime.start_loading()
+        deadline = time.monotonic() + 30
+        while runtime.streams is None:  # loading on its thread; READY is sent once loaded
+            assert time.monotonic() < deadline, "the synthetic engine did not load"
+            time.sleep(0.01)
+            runtime.calls.run_pending()
+        assert router.poll(5000)
+        identity, *ready = router.recv_multipart()
+        reader = Codec(key)
+        assert reader.decode(ready).kind is Kind.READY
+        engine = runtime.engine
+        assert engine is not None
+        transcribe = engine.transcribe
+        batch = 0
+        batch_of_request: list[int] = []  # the n-th engine call is request r<n>
+        answered: list[tuple[int, str]] = []  # (batch during which it arrived, request id)
+
+        def take_answers() -> None:
+            while router.poll(0):
+                msg = reader.decode(router.recv_multipart()[1:])
+                if msg.kind is Kind.RESULT:
+                    answered.append((batch, msg.header["id"]))
+
+        def watched(*args: Any) -> Any:
+            batch_of_request.append(batch)
+            take_answers()  # whatever has left the host by now
+            return transcribe(*args)
+
+        engine.transcribe = watched  # type: ignore[method-assign]
+        count = 40
+        codec = Codec(key)
+        pcm = (np.arange(320, dtype=np.int16) * 7).astype("<i2").tobytes()
+        for n in range(count):
+            header = {"id": f"r{n}", "model": "echo", "sample_rate": 16_000, "format": "pcm16"}
+            router.send_multipart(
+                [identity, *codec.encode(Message(Kind.TRANSCRIBE, header, [pcm]))]
+            )
+        deadline = time.monotonic() + 30
+        while len(batch_of_request) < count:
+            assert time.monotonic() < deadline, f"{len(batch_of_request)} of {count} handled"
+            if runtime.sock.poll(100):
+                batch += 1
+                runtime.drain_socket()
+        batch += 1  # what arrives from now on arrived after every batch was handled
+        while len(answered) < count and router.poll(1000):
+            take_answers()
+        ids = [rid for _, rid in answered]
+        assert ids == [f"r{n}" for n in range(count)]  # each answered once, in order
+        for arrived_in, rid in answered:  # none left the host while its own batch was handled
+            assert arrived_in > batch_of_request[int(rid[1:])], rid
+    finally:
+        runtime.close()
+        router.close()
+        ctx.term()
