@@ -61,6 +61,9 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_MESSAGES_PER_WAKE = 1000
 #: How often an AsyncClient retries a send the coordinator's full queue refused (ZeroMQ's HWM).
 SEND_RETRY_INTERVAL_S = 0.001
+#: Messages an AsyncClient keeps waiting for the socket before senders wait for room (reached
+#: only while the coordinator's queue is full: otherwise each loop turn sends all it queued).
+MAX_OUTGOING = 1000
 #: A Curve Client's blocking send stops this often to hear whether its handshake was refused.
 LINK_CHECK_INTERVAL_S = 0.1
 _POLLIN = int(zmq.POLLIN)
@@ -395,10 +398,14 @@ class AsyncClient(_ClientBase):
 
     Replies are read by a reader callback on the socket's wake-up fd: each wake-up reads every
     waiting reply and hands it to its future or stream queue, so a burst costs one loop turn.
+    Requests go out the same way: what the tasks of one loop turn send is queued and sent back to
+    back at the turn's end (see :meth:`_flush`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: Signed messages queued by ``_send``, sent by ``_flush`` in order.
+        self._outgoing: deque[list[bytes]] = deque()
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._streams: dict[str, asyncio.Queue[Message]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -425,21 +432,44 @@ class AsyncClient(_ClientBase):
                 loop.remove_reader(self._link.fd)
 
     async def _send(self, msg: Message) -> None:
+        """Queue ``msg`` for this loop turn's :meth:`_flush` (waiting while the coordinator's
+        queue is full and ours holds ``MAX_OUTGOING``)."""
         if self.closed:
             raise StreamClosedError("client is closed")
-        self._attach()
+        loop = self._attach()
         frames = self._core.encode(msg)
         if self._link is not None:
             self._read_link()
             self._link.dial_again()
-        while True:
-            try:
-                send_frames(self._sock, frames)
-                break
-            except zmq.Again:  # the coordinator's queue is full: wait for room, as a send would
-                if self._link is not None:  # or a refusal left no connection to queue on
-                    self._link.dial_again()
-                await asyncio.sleep(SEND_RETRY_INTERVAL_S)
+        while len(self._outgoing) >= MAX_OUTGOING:
+            await asyncio.sleep(SEND_RETRY_INTERVAL_S)
+            if self.closed:
+                raise StreamClosedError("client is closed")
+        self._outgoing.append(frames)
+        if len(self._outgoing) == 1:
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send every queued message, back to back, in order.
+
+        Sends spaced by the work between them (a task resuming with its reply, then sending its
+        next request) each find ZeroMQ's I/O thread asleep and pay a wake-up, about 20 us of CPU
+        here; queued and sent together at the end of the loop turn, they share one.
+        """
+        outgoing = self._outgoing
+        try:
+            while outgoing:
+                send_frames(self._sock, outgoing[0])
+                outgoing.popleft()
+        except zmq.Again:  # the coordinator's queue is full: try again soon, as a send would
+            if self._link is not None:  # or a refusal left no connection to queue on
+                self._link.dial_again()
+            if self._loop is not None:
+                self._loop.call_later(SEND_RETRY_INTERVAL_S, self._flush)
+            return
+        except zmq.ZMQError:  # closed under us (the coordinator shut down): nobody to tell
+            outgoing.clear()
+            return
         # ZeroMQ's fd signals edges: a send may have taken in the news of waiting replies, and
         # the fd would not wake the loop for them.
         if self._sock.getsockopt(_EVENTS) & _POLLIN:
@@ -590,6 +620,8 @@ class AsyncClient(_ClientBase):
 
     async def aclose(self) -> None:
         self.closed = True
+        if self._outgoing and not self._sock.closed:
+            self._flush()  # what was sent before closing goes out, as it did unqueued
         self.close_socket()
         if self._own_ctx:
             self._ctx.term()

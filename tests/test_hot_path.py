@@ -232,3 +232,47 @@ def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Pa
         runtime.close()
         router.close()
         ctx.term()
+
+
+def test_an_async_client_keeps_requests_until_a_coordinator_takes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nobody listens yet and the socket's own queue holds one message, so later sends are
+    # refused (zmq.Again): the client keeps at most MAX_OUTGOING queued, the other senders wait
+    # for room, and all go out once a coordinator listens.
+    monkeypatch.setattr(client_module, "SOCKET_HWM", 1)
+    monkeypatch.setattr(client_module, "MAX_OUTGOING", 3)
+    key, endpoint, count = new_key(), f"ipc://{tmp_path}/coordinator.sock", 10
+
+    def coordinator(router: zmq.Socket[Any]) -> None:
+        codec = Codec(key)
+        for n in range(count):
+            assert router.poll(10_000), f"request {n} never came"
+            identity, *frames = router.recv_multipart()
+            rid = codec.decode(frames).header["id"]
+            reply = Message(Kind.HEALTH_REPLY, {"id": rid, "health": {"n": n}})
+            router.send_multipart([identity, *codec.encode(reply)])
+
+    async def scenario() -> list[dict[str, Any]]:
+        client = client_module.AsyncClient(endpoint, key=key)
+        try:
+            asked = [asyncio.create_task(client.health(timeout=30)) for _ in range(count)]
+            await asyncio.sleep(0.3)
+            assert not any(task.done() for task in asked)
+            assert len(client._outgoing) == client_module.MAX_OUTGOING  # bounded while refused
+            ctx: zmq.Context[Any] = zmq.Context()
+            router = ctx.socket(zmq.ROUTER)
+            router.bind(endpoint)
+            try:
+                serving = asyncio.get_running_loop().run_in_executor(None, coordinator, router)
+                replies = await asyncio.wait_for(asyncio.gather(*asked), 20)
+                await serving
+            finally:
+                router.close(linger=0)
+                ctx.term()
+            return replies
+        finally:
+            await client.aclose()
+
+    replies = asyncio.run(scenario())
+    assert sorted(r["n"] for r in replies) == list(range(count))
