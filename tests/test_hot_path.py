@@ -33,6 +33,7 @@ from orchestrator.host.runtime import HostRuntime
 from orchestrator.host.synthetic import SyntheticEngine
 from orchestrator.wire.contract import BootDocument, ModelSpec
 from orchestrator.wire.protocol import VERSION_FRAME, Codec, Kind, Message, new_key
+from orchestrator.wire.sockets import MAX_HELD_SENDS, HeldSends
 from support import make_config, running, synthetic_host
 from table_support import ProcesslessSupervisor, unit_config
 
@@ -208,6 +209,7 @@ def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Pa
 
         engine.transcribe = watched  # type: ignore[method-assign]
         count = 40
+        assert count < MAX_HELD_SENDS  # one batch's answers are all held
         codec = Codec(key)
         pcm = (np.arange(320, dtype=np.int16) * 7).astype("<i2").tobytes()
         for n in range(count):
@@ -276,3 +278,18 @@ def test_an_async_client_keeps_requests_until_a_coordinator_takes_them(
 
     replies = asyncio.run(scenario())
     assert sorted(r["n"] for r in replies) == list(range(count))
+
+
+def test_held_sends_go_out_in_order_and_at_most_a_limit_wait() -> None:
+    sent: list[int] = []
+    sends = HeldSends(sent.append, limit=3)
+    sends.send(0)
+    assert sent == [0]  # not holding: at once
+    sends.hold()
+    for n in range(1, 8):
+        sends.send(n)
+    assert sent == [0, 1, 2, 3, 4, 5, 6]  # every third held one sends the three
+    sends.release()
+    assert sent == list(range(8))
+    sends.send(8)
+    assert sent == list(range(9))

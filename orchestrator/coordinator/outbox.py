@@ -5,10 +5,8 @@ a client, send one to a host replica, and count an error they answered with. Tes
 a recording outbox of their own (anything with these three methods).
 
 While the broker handles a batch of messages it holds what the tables send (:meth:`Outbox.hold`)
-and sends it all at the batch's end (:meth:`Outbox.release`): a send spaced from the next by a
-message's handling finds ZeroMQ's I/O thread asleep and pays a wake-up (about 20 us of CPU here),
-where back-to-back sends share one. The order of messages is kept; one message alone (a
-request at a time) goes out as soon as its handling ends, as before.
+and sends it at the batch's end (:meth:`Outbox.release`), in order: see
+:class:`~orchestrator.wire.sockets.HeldSends`.
 """
 
 from __future__ import annotations
@@ -22,9 +20,12 @@ import zmq
 from orchestrator.coordinator.supervisor import Replica
 from orchestrator.wire.errors import OrchestratorError
 from orchestrator.wire.protocol import Codec, Kind, Message, error_message
-from orchestrator.wire.sockets import send_frames
+from orchestrator.wire.sockets import HeldSends, send_frames
 
 log = logging.getLogger("orchestrator.coordinator.broker")
+
+#: One send of the outbox: the socket, the frames, the replica (None: a client), the kind.
+_Send = tuple[zmq.Socket[Any], list[Any], Replica | None, Kind]
 
 
 class Sender(Protocol):
@@ -68,39 +69,24 @@ class Outbox:
         self.errors_by_code: collections.Counter[str] = collections.Counter()
         #: Where external replicas are reached; None when nothing may dial in.
         self.remote: HostLink | None = None
-        #: Messages held while a batch is handled: (socket, frames, replica or None for a
-        #: client, kind), in send order.
-        self._held: list[tuple[zmq.Socket[Any], list[Any], Replica | None, Kind]] | None = None
-
-    def hold(self) -> None:
-        """Hold what is sent from now until :meth:`release` (the broker's batch)."""
-        self._held = []
-
-    def release(self) -> None:
-        """Send every held message, in order, and stop holding."""
-        held, self._held = self._held, None
-        for sock, frames, rep, kind in held or ():
-            self._send(sock, frames, rep, kind)
+        #: (socket, frames, replica or None for a client, kind) to send, held during a batch.
+        self._sends: HeldSends[_Send] = HeldSends(self._send)
+        self.hold, self.release = self._sends.hold, self._sends.release
 
     def to_client(self, client: bytes, msg: Message) -> None:
         frames = [client, *self._client_codec.encode(msg)]
-        if self._held is None:
-            self._send(self._clients, frames, None, msg.kind)
-        else:
-            self._held.append((self._clients, frames, None, msg.kind))
+        self._sends.send((self._clients, frames, None, msg.kind))
 
     def to_host(self, rep: Replica, msg: Message) -> None:
         if rep.host.external:
             self._to_external(rep, msg)
             return
         frames = [rep.identity, *self._host_codec.encode(msg)]
-        if self._held is None:
-            self._send(self._hosts, frames, rep, msg.kind)
-        else:
-            self._held.append((self._hosts, frames, rep, msg.kind))
+        self._sends.send((self._hosts, frames, rep, msg.kind))
 
     @staticmethod
-    def _send(sock: zmq.Socket[Any], frames: list[Any], rep: Replica | None, kind: Kind) -> None:
+    def _send(send: _Send) -> None:
+        sock, frames, rep, kind = send
         try:
             send_frames(sock, frames)
         except zmq.Again:

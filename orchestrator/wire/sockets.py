@@ -11,8 +11,8 @@ direct with small frames copied, as pyzmq copies them anyway). pyzmq only, so ho
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 import zmq
 from zmq.backend import Socket as _CompiledSocket
@@ -25,6 +25,9 @@ _POLLIN = int(zmq.POLLIN)
 #: Frames of at least this many bytes go zero-copy (pyzmq's own default threshold); smaller ones
 #: are copied, which for them is cheaper than tracking a borrowed buffer.
 ZERO_COPY_BYTES = 65_536
+#: Sends a batch holds at most before sending them anyway: bounds what holding adds to the
+#: first answer's latency (a few milliseconds of handling) under a flood.
+MAX_HELD_SENDS = 64
 _send = _CompiledSocket.send
 _recv = _CompiledSocket.recv
 _get = _CompiledSocket.get
@@ -75,3 +78,41 @@ def waiting_messages(sock: zmq.Socket[Any], limit: int) -> Iterator[list[zmq.Fra
                 return
         except zmq.ZMQError:  # closed while its message was handled
             return
+
+
+T = TypeVar("T")
+
+
+class HeldSends(Generic[T]):
+    """Sends held while a batch of received messages is handled, then made back to back.
+
+    A send spaced from the next by a message's handling finds ZeroMQ's I/O thread asleep and
+    pays its wake-up (about 20 us of CPU on a 2-core VM), where back-to-back sends share one: the
+    coordinator and hosts hold what a batch answers (:meth:`hold`) and send it at the batch's
+    end (:meth:`release`), in order, at most ``limit`` at a time. Not holding (a message handled
+    alone, or work finished outside a batch), :meth:`send` sends at once.
+    """
+
+    def __init__(self, send: Callable[[T], None], limit: int = MAX_HELD_SENDS) -> None:
+        self._send = send
+        self._limit = limit
+        self._held: list[T] | None = None
+
+    def hold(self) -> None:
+        self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        for item in held or ():
+            self._send(item)
+
+    def send(self, item: T) -> None:
+        held = self._held
+        if held is None:
+            self._send(item)
+            return
+        held.append(item)
+        if len(held) >= self._limit:
+            self._held = []
+            for item in held:
+                self._send(item)
