@@ -241,37 +241,39 @@ class Broker:
         drops: DropCounter,
         handler: Callable[[bytes, Message], None],
     ) -> None:
-        self.outbox.hold()  # the batch's sends go out together at its end (see Outbox)
+        self.outbox.hold()  # what the batch answers goes out at its end (see Outbox)
         try:
-            self._handle_waiting(sock, codec, drops, handler)
+            for frames in waiting_messages(sock, MAX_MESSAGES_PER_TURN):
+                self._handle(sock, frames, codec, drops, handler)
         finally:
             self.outbox.release()
 
-    def _handle_waiting(
+    def _handle(
         self,
         sock: zmq.Socket[Any],
+        frames: list[zmq.Frame],
         codec: Codec,
         drops: DropCounter,
         handler: Callable[[bytes, Message], None],
     ) -> None:
-        for frames in waiting_messages(sock, MAX_MESSAGES_PER_TURN):
-            identity = frames[0].bytes
-            try:
-                msg = codec.decode([f.buffer for f in frames[1:]])
-            except ProtocolError as exc:
-                drops.add(exc)
-                log.debug("dropped frames from %r: %s", identity[:32], exc)
-                continue
-            try:
-                handler(identity, msg)
-            except OrchestratorError as exc:
-                if sock is self.clients:
-                    reply_error(self.outbox, identity, msg.header.get("id"), exc)
-            except Exception:
-                log.exception("handler failed on %s", msg.kind)
-                if sock is self.clients:
-                    err = InternalError("broker error")
-                    reply_error(self.outbox, identity, msg.header.get("id"), err)
+        """Decode one message and hand it to ``handler``; a client's bad message is answered."""
+        identity = frames[0].bytes
+        try:
+            msg = codec.decode([f.buffer for f in frames[1:]])
+        except ProtocolError as exc:
+            drops.add(exc)
+            log.debug("dropped frames from %r: %s", identity[:32], exc)
+            return
+        try:
+            handler(identity, msg)
+        except OrchestratorError as exc:
+            if sock is self.clients:
+                reply_error(self.outbox, identity, msg.header.get("id"), exc)
+        except Exception:
+            log.exception("handler failed on %s", msg.kind)
+            if sock is self.clients:
+                err = InternalError("broker error")
+                reply_error(self.outbox, identity, msg.header.get("id"), err)
 
     def _heartbeat_hosts(self) -> None:
         for rep in self.supervisor.replicas:
