@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from bench import harness, loops
+from bench import harness, host_alone, loops
 from bench.bare import WIRE, ThreadBroker
 from bench.bare_clients import BareAsyncClient, BareSyncClient
 from bench.procstat import CpuMeter
@@ -237,12 +237,14 @@ def run(profile: Profile) -> list[Figure]:
                         fn, profile.round_trips, profile.warmup_round_trips
                     )
             asyncio.run(_async_round(ends, payload, profile, async_lat, rates, pipelined_lat))
-        return (
+        figures = (
             _figures(sync_lat, async_lat, rates, pipelined_lat, profile)
             + _cpu_figures(ends)
             + _queue_figures(rates, ends, profile)
             + _floor_figures(sync_lat, async_lat, rates, ends, profile)
         )
+    # With every process above gone: the host alone, in this process.
+    return figures + host_alone.figures(payload, 4 * profile.pipelined_requests, profile.rounds + 1)
 
 
 async def _async_round(

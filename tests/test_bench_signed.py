@@ -108,3 +108,14 @@ def test_key_from_env_reads_once_and_refuses_a_missing_key(
     monkeypatch.setenv(HOST_KEY_ENV, "not hex")
     with pytest.raises(SystemExit, match="signed_child"):
         key_from_env(HOST_KEY_ENV)
+
+
+def test_the_host_alone_rows_measure_answered_requests() -> None:
+    # Every variant's requests are answered with RESULTs (the driver raises otherwise), and each
+    # row stands beside the signed worker driven the same way.
+    from bench import host_alone
+
+    rows = host_alone.figures(PAYLOAD, count=200, rounds=1)
+    assert [r.name.rsplit(": ", 1)[1] for r in rows] == [v[0] for v in host_alone.VARIANTS]
+    assert all(r.value and r.value > 0 for r in rows)
+    assert len({r.baseline for r in rows}) == 1 and rows[0].baseline > 0
