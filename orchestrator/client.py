@@ -40,6 +40,7 @@ from orchestrator.wire.contract import DEFAULT_MAX_MESSAGE_BYTES
 from orchestrator.wire.errors import (
     BadAudioError,
     BadRequestError,
+    ConnectionFileError,
     DeadlineExceededError,
     OrchestratorError,
     ProtocolError,
@@ -311,13 +312,45 @@ def _resolve(
     key: bytes | None,
     connection_file: str | Path | None,
     max_bytes: int | None,
+    curve_keys: str | Path | None = None,
 ) -> tuple[str, bytes, int]:
-    """Endpoint, key and message limit: as given, else from the connection file."""
+    """Endpoint, key and message limit: as given, else from the connection file.
+
+    With ``curve_keys`` the client is on another machine, holding a copy of the file: it dials the
+    file's ``curve_endpoint`` (its ``endpoint`` is the coordinator machine's own ipc socket).
+    """
     if endpoint and key:
         return endpoint, key, max_bytes or DEFAULT_MAX_MESSAGE_BYTES
-    info = read_connection_file(connection_file)
+    remote = curve_keys is not None
+    info = read_connection_file(connection_file, local=not remote)
     limit = max_bytes or int(info.get("max_message_bytes") or DEFAULT_MAX_MESSAGE_BYTES)
-    return endpoint or str(info["endpoint"]), key or bytes.fromhex(str(info["key"])), limit
+    if not endpoint:
+        endpoint = _curve_endpoint(info, connection_file) if remote else str(info["endpoint"])
+    return endpoint, key or bytes.fromhex(str(info["key"])), limit
+
+
+#: Bind addresses that name every interface of the coordinator's machine, so none to dial.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "[::]", "::"})
+
+
+def _curve_endpoint(info: Mapping[str, Any], connection_file: str | Path | None) -> str:
+    """The Curve endpoint a remote client dials, from a copy of the coordinator's file."""
+    found = info.get("curve_endpoint")
+    where = connection_file or "the connection file"
+    if not found:
+        raise ConnectionFileError(
+            f"{where} names no Curve endpoint: that coordinator serves this machine only "
+            "(fix: give it a non-loopback client_endpoint with allow_remote = true, or pass the "
+            "endpoint yourself)"
+        )
+    host = str(found).removeprefix("tcp://").rsplit(":", 1)[0]
+    if host in _WILDCARD_HOSTS:
+        raise ConnectionFileError(
+            f"{where} has curve_endpoint {found}, a bind on every interface, not an address to "
+            "dial (fix: pass the coordinator's address, e.g. --endpoint "
+            f"tcp://COORDINATOR:{str(found).rsplit(':', 1)[-1]})"
+        )
+    return str(found)
 
 
 class _ClientBase:
@@ -344,7 +377,7 @@ class _ClientBase:
         ``coordinator.key``, for a coordinator on another machine (CurveZMQ over TCP). If the
         coordinator refuses the handshake, calls raise ``UnauthorizedError`` at once."""
         endpoint, key, max_message_bytes = _resolve(
-            endpoint, key, connection_file, max_message_bytes
+            endpoint, key, connection_file, max_message_bytes, curve_keys
         )
         self.endpoint = endpoint
         self._core = _Core(key, max_message_bytes, timeout_s)

@@ -28,6 +28,7 @@ from orchestrator.client import AsyncClient, Client
 from orchestrator.coordinator import Coordinator
 from orchestrator.errors import DeadlineExceededError, ErrorCode, UnauthorizedError
 from orchestrator.wire import curve
+from orchestrator.wire.errors import ConnectionFileError
 from support import (
     SYNTHETIC,
     assert_fingerprint,
@@ -388,3 +389,89 @@ def test_local_tools_reach_a_curve_coordinator_through_its_connection_file(
             plain.health(timeout=1.0)
     finally:
         coord.close()
+
+
+# ---------------------------------------------------------------------- tools on another machine
+#: Beyond Linux's largest pid (2**22): a process that never runs here, as the pid in a copy of
+#: another machine's connection file is.
+FOREIGN_PID = 2**22 + 17
+
+
+def copied_connection_file(remote: Remote, folder: Path, **overrides: str) -> Path:
+    """What an operator copies from the coordinator's machine: its file, naming its own pid."""
+    info = {**remote.coord.connection_info(), "pid": FOREIGN_PID, **overrides}
+    path = folder / "coordinator.json"
+    path.write_text(json.dumps(info))
+    path.chmod(0o600)
+    return path
+
+
+def orchestrator_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_health_and_transcribe_reach_a_coordinator_on_another_machine(
+    remote: Remote, tmp_path: Path
+) -> None:
+    keys = ["--curve-keys", remote.clients / "served", "--curve-key-name", "served"]
+    copy = copied_connection_file(remote, tmp_path)
+    port = remote.endpoint.rsplit(":", 1)[1]
+    # The copy's curve_endpoint is the bind (tcp://0.0.0.0:PORT): nothing to dial, said so.
+    wildcard = orchestrator_cli("health", "--connection-file", copy, *keys)
+    assert wildcard.returncode == 2, wildcard
+    assert f"--endpoint tcp://COORDINATOR:{port}" in wildcard.stdout
+    assert "Traceback" not in wildcard.stderr and wildcard.stdout.count("\n") == 1
+    for extra in (["--endpoint", remote.endpoint], []):
+        if not extra:  # a coordinator bound to one address writes one to dial
+            copy = copied_connection_file(remote, tmp_path, curve_endpoint=remote.endpoint)
+        served = orchestrator_cli("health", "--json", "--connection-file", copy, *keys, *extra)
+        assert served.returncode == 0, served
+        assert json.loads(served.stdout)["replicas"]
+        assert copy.exists()  # the foreign pid is not taken for a dead coordinator here
+
+    recording = tmp_path / "tone.wav"
+    pcm = tone_pcm16(16_000, 5)
+    with wave.open(str(recording), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(pcm.astype("<i2").tobytes())
+    transcribed = orchestrator_cli(
+        "transcribe", recording, "--model", "echo", "--format", "json",
+        "--connection-file", copy, *keys,
+    )  # fmt: skip
+    assert transcribed.returncode == 0, transcribed
+    assert "n=" in json.loads(transcribed.stdout)["text"]
+
+
+def test_a_tool_with_an_unknown_key_is_told_the_cause_and_fix_in_one_line(
+    remote: Remote, tmp_path: Path
+) -> None:
+    coordinator_key = remote.keys / "coordinator.key"
+    stranger = client_keys(remote, "ops-stranger", authorize=False, coordinator_key=coordinator_key)
+    copy = copied_connection_file(remote, tmp_path, curve_endpoint=remote.endpoint)
+    started = time.monotonic()
+    refused = orchestrator_cli(
+        "health", "--connection-file", copy, "--curve-keys", stranger, "--curve-key-name",
+        "ops-stranger", "--timeout", str(TIMEOUT_S),
+    )  # fmt: skip
+    assert time.monotonic() - started < TIMEOUT_S  # told, not timed out
+    assert refused.returncode == 2, refused
+    line = refused.stdout.strip()
+    assert "\n" not in line and "Traceback" not in refused.stderr
+    assert "unauthorized" in line and "keys authorize" in line, line
+
+
+def test_a_copy_of_a_local_only_coordinators_file_names_the_fix(
+    remote: Remote, tmp_path: Path
+) -> None:
+    info = {k: v for k, v in remote.coord.connection_info().items() if k != "curve_endpoint"}
+    copy = tmp_path / "coordinator.json"
+    copy.write_text(json.dumps({**info, "pid": FOREIGN_PID}))
+    with pytest.raises(ConnectionFileError) as told:
+        Client(connection_file=copy, curve_keys=remote.clients / "served", curve_key_name="served")
+    assert "names no Curve endpoint" in str(told.value) and "fix:" in str(told.value)
+    assert copy.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from orchestrator.longform.retry import MAX_PIECE_ATTEMPTS
 
@@ -34,3 +35,36 @@ def attempts(text: str) -> int:
             f"{text} is not a number of attempts in [1, {MAX_PIECE_ATTEMPTS}] (fix: e.g. 3)"
         )
     return value
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a command reaches a coordinator on another machine (CurveZMQ over TCP), beside its
+    ``--connection-file`` (a copy of the coordinator's, for its client key)."""
+    parser.add_argument(
+        "--curve-keys",
+        metavar="DIR",
+        help="reach a coordinator on another machine: DIR holds this client's NAME.key_secret "
+        "and the coordinator's coordinator.key (with --connection-file: a copy of its file)",
+    )
+    parser.add_argument(
+        "--curve-key-name",
+        default="client",
+        metavar="NAME",
+        help="the name of this client's key pair in --curve-keys (default: client)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="the coordinator's address, e.g. tcp://COORDINATOR:5555 (default: the connection "
+        "file's; with --curve-keys its curve_endpoint)",
+    )
+
+
+def client_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The client keywords of :func:`add_remote_arguments` and ``--connection-file``."""
+    return {
+        "endpoint": args.endpoint,
+        "connection_file": args.connection_file,
+        "curve_keys": args.curve_keys,
+        "curve_key_name": args.curve_key_name,
+    }

@@ -42,9 +42,10 @@ def exit_code(health: Mapping[str, Any]) -> int:
     return EXIT_CODES[overall_status(dict(health))]
 
 
-def fetch(connection_file: str | Path | None, timeout_s: float) -> dict[str, Any]:
-    """One snapshot from the coordinator named by ``connection_file`` (default: the per-user one)."""
-    with Client.connect(connection_file) as client:
+def fetch(connection_file: str | Path | None, timeout_s: float, **remote: Any) -> dict[str, Any]:
+    """One snapshot from the coordinator named by ``connection_file`` (default: the per-user one);
+    ``remote``: the client keywords that reach one on another machine (endpoint, curve_keys)."""
+    with Client.connect(connection_file, **remote) as client:
         return client.health(timeout=timeout_s)
 
 
@@ -174,6 +175,7 @@ def render(health: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connection-file", default=None, help="a coordinator's connection file")
+    arguments.add_remote_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the snapshot as one JSON object")
     parser.add_argument(
         "--watch",
@@ -194,7 +196,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logs.setup_logging(args.log_level or logs.DEFAULT_LIBRARY_LEVEL, args.log_format or "text")
-    return show(args.connection_file, as_json=args.json, watch_s=args.watch, timeout_s=args.timeout)
+    remote = arguments.client_arguments(args)
+    connection_file = remote.pop("connection_file")
+    return show(
+        connection_file, as_json=args.json, watch_s=args.watch, timeout_s=args.timeout, **remote
+    )
 
 
 def show(
@@ -204,18 +210,20 @@ def show(
     watch_s: float | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     out: IO[str] | None = None,
+    **remote: Any,
 ) -> int:
-    """Print the snapshot once (or every ``watch_s`` seconds until Ctrl-C); return the exit code."""
+    """Print the snapshot once (or every ``watch_s`` seconds until Ctrl-C); return the exit code.
+    ``remote``: :func:`fetch`'s keywords for a coordinator on another machine."""
     out = out or sys.stdout
     if watch_s is None:
-        return _show_once(connection_file, as_json, timeout_s, out)
+        return _show_once(connection_file, as_json, timeout_s, out, remote)
     code = EXIT_DOWN
     try:
         while True:
             if not as_json:
                 out.write(CLEAR_SCREEN)
                 out.write(f"every {watch_s:g}s, Ctrl-C to stop   {time.strftime('%H:%M:%S')}\n\n")
-            code = _show_once(connection_file, as_json, timeout_s, out)
+            code = _show_once(connection_file, as_json, timeout_s, out, remote)
             out.flush()
             time.sleep(watch_s)
     except KeyboardInterrupt:
@@ -227,9 +235,10 @@ def _show_once(
     as_json: bool,
     timeout_s: float,
     out: IO[str],
+    remote: Mapping[str, Any],
 ) -> int:
     try:
-        health = fetch(connection_file, timeout_s)
+        health = fetch(connection_file, timeout_s, **remote)
     except ConnectionFileError as exc:  # known at once: no file, not ours, or its pid is gone
         reason = str(exc)
     except NO_ANSWER_ERRORS as exc:

@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=CONTROL_ACTIONS, help="what to do with the host")
     parser.add_argument("name", help="the host's name in the config ([hosts.NAME])")
     parser.add_argument("--connection-file", default=None, help="a coordinator's connection file")
+    arguments.add_remote_arguments(parser)
     parser.add_argument(
         "--timeout",
         type=arguments.seconds,
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logs.setup_logging(args.log_level or logs.DEFAULT_LIBRARY_LEVEL, args.log_format or "text")
-    with Client.connect(args.connection_file) as client:
+    with Client(**arguments.client_arguments(args)) as client:
         client.control(args.action, args.name, timeout=args.timeout)
         # The action is under way, not done: show where each replica is as it goes.
         replicas = _replicas_of(client.health(timeout=args.timeout), args.name)

@@ -77,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--connection-file", help="connect to a running coordinator (default: yours)"
     )
+    arguments.add_remote_arguments(parser)
     parser.add_argument("--language", help="language hint passed to the engine, e.g. English")
     parser.add_argument("--max-tokens", type=int, help="cap on generated tokens per piece")
     parser.add_argument("--context", help="context / prompt text passed to the engine")
@@ -133,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
     logs.setup_logging(args.log_level or logs.DEFAULT_LIBRARY_LEVEL, args.log_format or "text")
     if (args.format or args.output) and (args.all_hosts or args.json):
         raise ValueError("--format/-o write one transcript (fix: drop --all-hosts / --json)")
+    if args.config and (args.endpoint or args.curve_keys):
+        raise ValueError(
+            "--endpoint/--curve-keys reach a running coordinator, --config starts one here "
+            "(fix: drop one of them)"
+        )
     plan = _plan(args.max_piece)
     # The header only: refuse now, before any host starts. Its warnings are logged by the read
     # that follows, once.
@@ -156,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("hosts settled in %.1fs", time.monotonic() - started)
         client = coord.sync_client()
     else:
-        client = Client.connect(args.connection_file)
+        client = Client(**arguments.client_arguments(args))
     try:
         if args.format or args.output:
             return _write_transcript(client, plan, args)

@@ -155,11 +155,13 @@ def write_connection_file(directory: Path, info: dict[str, Any]) -> Path:
     return path
 
 
-def read_connection_file(path: str | Path | None = None) -> dict[str, Any]:
+def read_connection_file(path: str | Path | None = None, *, local: bool = True) -> dict[str, Any]:
     """The connection info of a running standalone coordinator (default: the per-user folder).
 
     Raises ConnectionFileError, naming the file and the fix, if there is none, if the file is not
-    one of ours, or if the coordinator that wrote it is gone (the stale file is then removed).
+    one of ours, or (``local``) if the coordinator that wrote it is gone (the stale file is then
+    removed). A copy on another machine (``local=False``, a remote client's) names a process of
+    the coordinator's machine: its pid means nothing here and the file is never removed.
     """
     path = Path(path) if path else default_base() / CONNECTION_FILE
     try:
@@ -179,7 +181,11 @@ def read_connection_file(path: str | Path | None = None) -> dict[str, Any]:
         raise ConnectionFileError(
             f"{path} is not an orchestrator connection file (fix: delete it, then {START_SERVE})"
         )
-    if "pid" in info and not owner_alive({"pid": info["pid"], "started": info.get("started")}):
+    if (
+        local
+        and "pid" in info
+        and not owner_alive({"pid": info["pid"], "started": info.get("started")})
+    ):
         with contextlib.suppress(OSError):
             path.unlink()
         raise ConnectionFileError(
