@@ -18,7 +18,7 @@ The loops take hooks: a :class:`Relay` for the broker, a :data:`Handler` per mes
 others, and the :class:`SocketCalls` they read and send with. The bare roles use plain pyzmq
 (:data:`PYZMQ`: ``recv_multipart``/``send_multipart``); the signed floor of ``bench.signed`` runs
 these very loops with the protocol's work in the hooks and our processes' frame helpers
-(:data:`WIRE`, :mod:`orchestrator.wire.sockets`), the cheapest calls we know.
+(:func:`wire_calls`, :mod:`orchestrator.wire.sockets`), the cheapest calls we know.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 import zmq
 
-from orchestrator.wire.sockets import send_frames, waiting_messages
+from orchestrator.wire.sockets import HeldSends, send_frames, waiting_messages
 
 #: How often a bare process looks up from its socket to check that its parent still lives.
 PARENT_CHECK_INTERVAL_S = 0.5
@@ -76,18 +76,26 @@ def _pyzmq_send(sock: zmq.Socket[Any], frames: Sequence[Any]) -> None:
     sock.send_multipart(frames, copy=False)
 
 
-def _wire_drain(sock: zmq.Socket[Any]) -> Iterator[list[zmq.Frame]]:
-    return waiting_messages(sock, MAX_MESSAGES_PER_WAKE)
-
-
-def _wire_send(sock: zmq.Socket[Any], frames: Sequence[Any]) -> None:
-    send_frames(sock, frames, block=True)
-
-
 #: Plain pyzmq, as anyone would write it: the bare baselines.
 PYZMQ = SocketCalls(_pyzmq_drain, _pyzmq_send)
-#: Our processes' frame helpers (int-flag frame sends, no failed receive per wake-up).
-WIRE = SocketCalls(_wire_drain, _wire_send)
+
+
+def wire_calls() -> SocketCalls:
+    """Our processes' frame helpers, for one loop: compiled-socket frame calls with int flags, no
+    failed receive per wake-up, and what a batch of received messages answers held and sent
+    back to back at the batch's end (:class:`~orchestrator.wire.sockets.HeldSends`)."""
+    sends: HeldSends[tuple[zmq.Socket[Any], Sequence[Any]]] = HeldSends(
+        lambda send: send_frames(send[0], send[1], block=True)
+    )
+
+    def drain(sock: zmq.Socket[Any]) -> Iterator[list[zmq.Frame]]:
+        sends.hold()
+        try:
+            yield from waiting_messages(sock, MAX_MESSAGES_PER_WAKE)
+        finally:
+            sends.release()
+
+    return SocketCalls(drain, lambda sock, frames: sends.send((sock, frames)))
 
 
 def _socket(ctx: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:

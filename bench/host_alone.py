@@ -28,7 +28,7 @@ import numpy as np
 import zmq
 
 from bench import harness
-from bench.bare import WIRE
+from bench.bare import wire_calls
 from bench.report import Figure
 from bench.signed import SignedWorker
 from orchestrator.host.runtime import HostRuntime
@@ -192,11 +192,12 @@ def _floor(folder: str, payload: bytes, count: int, rounds: int) -> list[float]:
             if not router.poll(int(WAIT_S * 1000)):
                 raise RuntimeError("the signed worker's socket never connected")
             identity = router.recv_multipart()[0]
-            worker = SignedWorker(sock, WIRE, key)
+            calls = wire_calls()
+            worker = SignedWorker(sock, calls, key)
             codec, reader = Codec(key), Codec(key)
 
             def handle_waiting() -> None:
-                for frames in WIRE.drain(sock):
+                for frames in calls.drain(sock):
                     worker(frames)
 
             return [

@@ -45,7 +45,7 @@ import numpy as np
 import zmq
 
 from bench import harness, host_alone, loops
-from bench.bare import WIRE, ThreadBroker
+from bench.bare import ThreadBroker, wire_calls
 from bench.bare_clients import BareAsyncClient, BareSyncClient
 from bench.procstat import CpuMeter
 from bench.profiles import Profile
@@ -122,7 +122,7 @@ class _Ends:
         signed_back = harness.ipc_endpoint(folder, "signed-back")
         self.signed_thread_front = "inproc://signed-broker"
         signed = ThreadBroker(
-            self.ctx, self.signed_thread_front, signed_back, SignedRelay(self.keys), WIRE
+            self.ctx, self.signed_thread_front, signed_back, SignedRelay(self.keys), wire_calls()
         )
         stack.callback(signed.close)
         stack.enter_context(harness.signed_child(self.keys.worker_env(), "worker", signed_back))

@@ -5,7 +5,8 @@ all frames, refuse replays and parse a JSON header, and every sender to write a 
 sign the frames; a relay must give each request an id of its own on the hosts' side and sign
 with the hosts' key there, the clients' key on the way back. This module does that and nothing
 else, with the real :class:`~orchestrator.wire.protocol.Codec`, on the loops of ``bench.bare``
-(hooks, not copies) with our processes' frame helpers (``bench.bare.WIRE``):
+(hooks, not copies) with our processes' frame helpers and held sends
+(``bench.bare.wire_calls``):
 
 * the clients (``bench.signed_clients``) send a header with the fields our client's
   ``transcribe`` sends, encoded and signed with the 640-byte payload, and decode each reply for
@@ -22,7 +23,7 @@ The keys are random per run and reach the child processes in environment variabl
 child only (never on argv, where any user could read them): the broker gets both, the worker
 only the host key. Run as ``python -m bench.signed broker FRONT BACK`` / ``worker ENDPOINT``
 (:func:`bench.harness.signed_child`), or the broker on a thread with
-``bench.bare.ThreadBroker(..., SignedRelay(keys), WIRE)``.
+``bench.bare.ThreadBroker(..., SignedRelay(keys), wire_calls())``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 
 import zmq
 
-from bench.bare import WIRE, Handler, SocketCalls, run_broker, run_worker
+from bench.bare import Handler, SocketCalls, run_broker, run_worker, wire_calls
 from orchestrator.wire.errors import ProtocolError
 from orchestrator.wire.protocol import KEY_BYTES, Codec, DropCounter, Kind, Message, new_key
 
@@ -172,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.role == "broker":
         keys = Keys(key_from_env(CLIENT_KEY_ENV), key_from_env(HOST_KEY_ENV))
-        run_broker(args.frontend, args.backend, SignedRelay(keys), WIRE)
+        run_broker(args.frontend, args.backend, SignedRelay(keys), wire_calls())
     else:
-        run_worker(args.endpoint, signed_worker, WIRE)
+        run_worker(args.endpoint, signed_worker, wire_calls())
     return 0
 
 

@@ -3,7 +3,8 @@
 Built like ours, not like the bare clients: :class:`SignedSyncClient` sends and receives until
 the reply with its id, like :class:`orchestrator.Client`; :class:`SignedAsyncClient` reads replies
 like :class:`orchestrator.AsyncClient`, from a reader callback on the socket's wake-up fd that
-reads every waiting reply and resolves one future per request id. Both use our frame helpers
+reads every waiting reply and resolves one future per request id, and like it sends what the
+tasks of one loop turn queued back to back at the turn's end. Both use our frame helpers
 (:mod:`orchestrator.wire.sockets`). So the floor gets every cheap call ours has, and the rows
 "ours vs signed floor" compare like with like. What they leave out: validating audio and
 options, deadlines, typed results.
@@ -92,6 +93,7 @@ class SignedAsyncClient:
         self.sock = _dealer(ctx, endpoint)
         self.exchange = exchange
         self._waiting: dict[str, asyncio.Future[Message]] = {}
+        self._outgoing: list[list[bytes]] = []
         self._fd: int = self.sock.getsockopt(zmq.FD)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -116,14 +118,21 @@ class SignedAsyncClient:
         rid, frames = self.exchange.request(payload)
         fut = self._loop.create_future()
         self._waiting[rid] = fut
+        self._outgoing.append(frames)
+        if len(self._outgoing) == 1:
+            self._loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
         # Blocking: the bench keeps a few dozen requests in flight, far below the queue's HWM,
         # so the floor needs no retry-on-full machinery.
-        send_frames(self.sock, frames, block=True)
-        # ZeroMQ's fd signals edges: the send may have taken in the news of waiting replies,
+        for frames in outgoing:
+            send_frames(self.sock, frames, block=True)
+        # ZeroMQ's fd signals edges: the sends may have taken in the news of waiting replies,
         # and the fd would not wake the loop for them.
         if self.sock.getsockopt(_EVENTS) & _POLLIN:
             self._read_ready()
-        return await fut
 
     async def aclose(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
