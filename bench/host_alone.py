@@ -52,13 +52,14 @@ VARIANTS = (
 
 
 @contextlib.contextmanager
-def _router(endpoint: str) -> Iterator[zmq.Socket[Any]]:
+def _socket(kind: int, endpoint: str, *, bind: bool) -> Iterator[zmq.Socket[Any]]:
+    """A socket of its own context, bound or connected to ``endpoint``, closed after."""
     ctx: zmq.Context[Any] = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
+    sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
-    sock.bind(endpoint)
+    (sock.bind if bind else sock.connect)(endpoint)
     try:
         yield sock
     finally:
@@ -127,7 +128,7 @@ def _ours(folder: str, payload: bytes, count: int, rounds: int) -> dict[str, lis
         models=(ModelSpec(MODEL, MODEL),),
         warmup=False,
     )
-    with _router(endpoint) as router:
+    with _socket(zmq.ROUTER, endpoint, bind=True) as router:
         runtime = HostRuntime(boot, "syn.0", endpoint, os.getppid())
         try:
             runtime.start_loading()
@@ -180,35 +181,28 @@ def _body() -> TranscribeRequest:
 def _floor(folder: str, payload: bytes, count: int, rounds: int) -> list[float]:
     key = new_key()
     endpoint = harness.ipc_endpoint(folder, "signed-alone")
-    with _router(endpoint) as router:
-        ctx: zmq.Context[Any] = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, HWM)
-        sock.setsockopt(zmq.RCVHWM, HWM)
-        sock.connect(endpoint)
-        try:
-            sock.send(b"hello")
-            if not router.poll(int(WAIT_S * 1000)):
-                raise RuntimeError("the signed worker's socket never connected")
-            identity = router.recv_multipart()[0]
-            calls = wire_calls()
-            worker = SignedWorker(sock, calls, key)
-            codec, reader = Codec(key), Codec(key)
+    with (
+        _socket(zmq.ROUTER, endpoint, bind=True) as router,
+        _socket(zmq.DEALER, endpoint, bind=False) as sock,
+    ):
+        sock.send(b"hello")
+        if not router.poll(int(WAIT_S * 1000)):
+            raise RuntimeError("the signed worker's socket never connected")
+        identity = router.recv_multipart()[0]
+        calls = wire_calls()
+        worker = SignedWorker(sock, calls, key)
+        codec, reader = Codec(key), Codec(key)
 
-            def handle_waiting() -> None:
-                for frames in calls.drain(sock):
-                    worker(frames)
+        def handle_waiting() -> None:
+            for frames in calls.drain(sock):
+                worker(frames)
 
-            return [
-                _cpu_per_request(
-                    router, identity, _requests(codec, payload, count), handle_waiting, sock, reader
-                )
-                for _ in range(rounds)
-            ]
-        finally:
-            sock.close()
-            ctx.term()
+        return [
+            _cpu_per_request(
+                router, identity, _requests(codec, payload, count), handle_waiting, sock, reader
+            )
+            for _ in range(rounds)
+        ]
 
 
 def figures(payload: bytes, count: int, rounds: int) -> list[Figure]:
