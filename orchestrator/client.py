@@ -62,6 +62,10 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_MESSAGES_PER_WAKE = 1000
 #: How often an AsyncClient retries a send the coordinator's full queue refused (ZeroMQ's HWM).
 SEND_RETRY_INTERVAL_S = 0.001
+#: How often an AsyncClient looks for requests past their deadline: one timer for all of them
+#: rather than one per request (whose handle, heap entry and cancel cost more than the rest of
+#: the client's bookkeeping); a request is failed at most this much after its deadline.
+DEADLINE_SWEEP_S = 0.1
 #: Messages an AsyncClient keeps waiting for the socket before senders wait for room (reached
 #: only while the coordinator's queue is full: otherwise each loop turn sends all it queued).
 MAX_OUTGOING = 1000
@@ -440,6 +444,9 @@ class AsyncClient(_ClientBase):
         #: Signed messages queued by ``_send``, sent by ``_flush`` in order.
         self._outgoing: deque[list[bytes]] = deque()
         self._waiting: dict[str, asyncio.Future[Message]] = {}
+        #: Per waiting request: (loop time it fails at, its limit in seconds for the message).
+        self._deadlines: dict[str, tuple[float, float]] = {}
+        self._sweeping = False
         self._streams: dict[str, asyncio.Queue[Message]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int = self._sock.getsockopt(zmq.FD)
@@ -467,17 +474,29 @@ class AsyncClient(_ClientBase):
     async def _send(self, msg: Message) -> None:
         """Queue ``msg`` for this loop turn's :meth:`_flush` (waiting while the coordinator's
         queue is full and ours holds ``MAX_OUTGOING``)."""
+        loop = self._attach()
+        frames = self._encoded(msg)
+        if len(self._outgoing) >= MAX_OUTGOING:
+            await self._room()
+        self._push(frames, loop)
+
+    def _encoded(self, msg: Message) -> list[bytes]:
         if self.closed:
             raise StreamClosedError("client is closed")
-        loop = self._attach()
         frames = self._core.encode(msg)
         if self._link is not None:
             self._read_link()
             self._link.dial_again()
+        return frames
+
+    async def _room(self) -> None:
+        """Wait until our queue has room again (the coordinator's was full)."""
         while len(self._outgoing) >= MAX_OUTGOING:
             await asyncio.sleep(SEND_RETRY_INTERVAL_S)
             if self.closed:
                 raise StreamClosedError("client is closed")
+
+    def _push(self, frames: list[bytes], loop: asyncio.AbstractEventLoop) -> None:
         self._outgoing.append(frames)
         if len(self._outgoing) == 1:
             loop.call_soon(self._flush)
@@ -554,17 +573,38 @@ class AsyncClient(_ClientBase):
 
     async def _request(self, rid: str, msg: Message, timeout_s: float) -> Message:
         loop = self._attach()
+        frames = self._encoded(msg)
         fut: asyncio.Future[Message] = loop.create_future()
         self._waiting[rid] = fut
-        # A timer handle rather than asyncio.wait_for: no wrapper task per request.
         limit_s = timeout_s + REPLY_GRACE_S
-        timer = loop.call_later(limit_s, _expire, fut, limit_s)
+        self._deadlines[rid] = (loop.time() + limit_s, limit_s)
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(DEADLINE_SWEEP_S, self._sweep)
         try:
-            await self._send(msg)
+            if len(self._outgoing) >= MAX_OUTGOING:
+                await self._room()
+            self._push(frames, loop)
             return await fut
         finally:
-            timer.cancel()
+            del self._deadlines[rid]
             self._waiting.pop(rid, None)
+
+    def _sweep(self) -> None:
+        """Fail the requests past their deadline; come back while any is waiting."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._sweeping = False
+            return
+        now = loop.time()
+        for rid, (deadline, limit_s) in list(self._deadlines.items()):
+            fut = self._waiting.get(rid)
+            if deadline <= now and fut is not None:
+                _expire(fut, limit_s)
+        if self._deadlines:
+            loop.call_later(DEADLINE_SWEEP_S, self._sweep)
+        else:
+            self._sweeping = False
 
     async def transcribe(
         self,

@@ -293,3 +293,43 @@ def test_held_sends_go_out_in_order_and_at_most_a_limit_wait() -> None:
     assert sent == list(range(8))
     sends.send(8)
     assert sent == list(range(9))
+
+
+def test_an_async_request_nobody_answers_fails_at_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One deadline sweep for all requests: each fails within a sweep interval of its own limit,
+    # and requests with later deadlines keep waiting.
+    monkeypatch.setattr(client_module, "REPLY_GRACE_S", 0.0)
+    key, endpoint = new_key(), f"ipc://{tmp_path}/silent.sock"
+    ctx: zmq.Context[Any] = zmq.Context()
+    silent = ctx.socket(zmq.ROUTER)  # takes every request, answers none
+    silent.setsockopt(zmq.LINGER, 0)
+    silent.bind(endpoint)
+
+    async def scenario() -> list[tuple[float, BaseException | None]]:
+        client = client_module.AsyncClient(endpoint, key=key)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def timed(timeout: float) -> tuple[float, BaseException | None]:
+            try:
+                await client.health(timeout=timeout)
+            except client_module.DeadlineExceededError as exc:
+                return loop.time() - started, exc
+            return loop.time() - started, None
+
+        try:
+            return await asyncio.gather(timed(0.3), timed(0.6), timed(0.3))
+        finally:
+            await client.aclose()
+
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        silent.close()
+        ctx.term()
+    slack = client_module.DEADLINE_SWEEP_S + 0.25
+    for (elapsed, error), limit in zip(outcomes, (0.3, 0.6, 0.3), strict=True):
+        assert error is not None and "within" in str(error)
+        assert limit <= elapsed <= limit + slack, (elapsed, limit)
