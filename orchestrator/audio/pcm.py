@@ -92,12 +92,16 @@ def decode_payload(
     return samples
 
 
+#: What a client may send as PCM16 bytes (a tuple: a union would be built at every check).
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
 def encode_audio(
     audio: bytes | bytearray | memoryview | np.ndarray, sample_rate: object
 ) -> tuple[bytes, AudioFormat]:
     """The payload and format a client sends: bytes are PCM16, int16 arrays too, floats f32."""
     check_sample_rate(sample_rate)
-    if isinstance(audio, bytes | bytearray | memoryview):
+    if isinstance(audio, _BYTES_LIKE):
         check_pcm16_length(audio)  # whole samples, before anything is sent (no conversion)
         payload, fmt = bytes(audio), AudioFormat.PCM16
     elif isinstance(audio, np.ndarray):

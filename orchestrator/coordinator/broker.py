@@ -48,6 +48,8 @@ log = logging.getLogger("orchestrator.coordinator.broker")
 SOCKET_HWM = 50_000
 #: Messages read from one socket per turn, so one busy socket cannot starve the other.
 MAX_MESSAGES_PER_TURN = 1000
+#: JSON values that cannot key a table (a tuple: ``list | dict`` builds a union at every check).
+_UNHASHABLE = (list, dict)
 #: What an operator may ask of a host's replicas (``python -m orchestrator host ACTION NAME``).
 CONTROL_ACTIONS = ("stop", "start", "restart")
 
@@ -282,7 +284,7 @@ class Broker:
 
     # ------------------------------------------------------------------ from clients
     def _on_client(self, client: bytes, msg: Message) -> None:
-        if isinstance(msg.header.get("id"), list | dict):  # ids key tables: they must be hashable
+        if isinstance(msg.header.get("id"), _UNHASHABLE):  # ids key tables: must be hashable
             raise BadRequestError("a message id must be a string or a number")
         kind = msg.kind
         if kind is Kind.TRANSCRIBE:

@@ -29,7 +29,7 @@ from orchestrator.wire.errors import (
     OverloadedError,
     error_from_wire,
 )
-from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
+from orchestrator.wire.formats import BYTES_PER_SAMPLE
 from orchestrator.wire.protocol import Kind, Message
 
 #: A one-shot request is tried on at most this many replicas (the first, plus one retry).
@@ -48,7 +48,7 @@ def _where(rep: Replica | None) -> dict[str, str]:
     return {} if rep is None else {"host": rep.host.name, "replica": rep.name}
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Request:
     """A one-shot transcribe request from the moment it arrives until it is answered."""
 
@@ -133,7 +133,7 @@ class RequestTable:
 
     def _check_audio_length(self, body: TranscribeRequest, payloads: list[bytes]) -> None:
         """Refuse a clip over ``max_audio_s`` here, before any host spends time on it."""
-        width = BYTES_PER_SAMPLE[AudioFormat(body.format)]
+        width = BYTES_PER_SAMPLE[body.format]  # a checked name: equal to its AudioFormat
         seconds = sum(len(p) for p in payloads) / width / body.sample_rate
         limit = self.settings.max_audio_s
         if seconds > limit:
@@ -154,7 +154,7 @@ class RequestTable:
         decision per request.
         """
         kind: WaitKind = (req.route.name, req.pinned_host, frozenset(req.tried))
-        if self._pending_kinds.get(kind):
+        if self._pending_kinds and self._pending_kinds.get(kind):
             choice = Choice(Verdict.WAIT)
         else:
             try:
@@ -183,19 +183,12 @@ class RequestTable:
         req.tried.add(rep.name)
         self.inflight[req.rid] = req
         rep.inflight += 1
-        body = (
-            req.body
-        )  # re-addressed: the host answers the coordinator's id, for the route's model
-        forwarded = TranscribeRequest(
-            req.rid,
-            req.route.name,
-            body.sample_rate,
-            body.format,
-            body.options,
-            max(0.0, req.deadline - now),
-            body.host,
-        )
-        self.out.to_host(rep, Message(Kind.TRANSCRIBE, forwarded.to_header(), req.payloads))
+        # Re-addressed: the host answers the coordinator's id, for the route's model, and has
+        # what is left of the deadline.
+        header = req.body.to_header()
+        header["id"], header["model"] = req.rid, req.route.name
+        header["timeout_s"] = max(0.0, req.deadline - now)
+        self.out.to_host(rep, Message(Kind.TRANSCRIBE, header, req.payloads))
         self.supervisor.update_load(rep)
 
     def _answer_error(self, req: Request, err: OrchestratorError) -> None:

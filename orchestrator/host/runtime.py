@@ -187,8 +187,8 @@ class HostRuntime:
     ) -> None:
         """Run ``work`` here on the main thread and reply at once: for engines that take
         microseconds, where the pool's two thread hand-offs and wake-up pipe cost more than the
-        work (the main thread is busy meanwhile, so never for a real model)."""
-        self.inflight[job_id] = time.monotonic()
+        work (the main thread is busy meanwhile, so never for a real model). Not entered in
+        ``inflight``: the heartbeats that report it are built on this thread, never during it."""
         result, error = self._execute(job_id, work)
         self._finish(job_id, result, error, reply)
 
@@ -363,6 +363,8 @@ class HostRuntime:
         if len(payloads) != 1:
             raise BadRequestError(f"expected one audio payload frame, got {len(payloads)}")
         samples = decode_payload(payloads[0], body.format, body.sample_rate)
+        if body.sample_rate == ENGINE_SAMPLE_RATE:  # the usual case: nothing to resample
+            return samples
         return resample(samples, body.sample_rate, ENGINE_SAMPLE_RATE)
 
     def on_transcribe(self, msg: Message) -> None:

@@ -29,6 +29,8 @@ from orchestrator.wire.messages import parse_options
 #: The key naming a stream between client and coordinator, and between coordinator and host.
 CLIENT_STREAM_KEY, HOST_STREAM_KEY = "id", "sid"
 _FORMATS = ", ".join(f.value for f in AudioFormat)
+#: JSON's numbers (a tuple: ``int | float`` would build a union type at every check).
+_NUMBERS = (int, float)
 
 Header = Mapping[str, Any]
 
@@ -53,7 +55,7 @@ def _int(header: Header, name: str, default: int) -> int:
 
 def _number(header: Header, name: str, default: float) -> float:
     value = header.get(name, default)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+    if isinstance(value, _NUMBERS) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     raise BadRequestError(f"{name} must be a finite number, got {value!r}", field=name)
 
@@ -88,7 +90,7 @@ class TranscribeRequest:
         options = parse_options(header.get("options"))
         timeout = header.get("timeout_s")
         if timeout is not None and not (
-            isinstance(timeout, int | float)
+            isinstance(timeout, _NUMBERS)
             and not isinstance(timeout, bool)
             and math.isfinite(timeout)  # NaN or infinity would never expire
         ):

@@ -18,8 +18,9 @@ class AudioFormat(enum.StrEnum):
     F32 = "f32"  # little-endian float32
 
 
-#: Bytes of one sample of each format: the one place that knows them.
-BYTES_PER_SAMPLE: dict[AudioFormat, int] = {AudioFormat.PCM16: 2, AudioFormat.F32: 4}
+#: Bytes of one sample of each format: the one place that knows them. Keyed by the members,
+#: which equal their names, so a checked name ("pcm16") finds its width without an enum call.
+BYTES_PER_SAMPLE: dict[str, int] = {AudioFormat.PCM16: 2, AudioFormat.F32: 4}
 
 
 def bytes_per_sample(fmt: object) -> int | None:
