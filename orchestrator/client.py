@@ -509,6 +509,9 @@ class AsyncClient(_ClientBase):
         here; queued and sent together at the end of the loop turn, they share one.
         """
         outgoing = self._outgoing
+        if self._sock.closed:  # aclose came between the queueing and this turn's end
+            outgoing.clear()
+            return
         try:
             while outgoing:
                 send_frames(self._sock, outgoing[0])
