@@ -67,25 +67,21 @@ def _socket(kind: int, endpoint: str, *, bind: bool) -> Iterator[zmq.Socket[Any]
         ctx.term()
 
 
+def _header(n: int) -> dict[str, Any]:
+    """The header our coordinator forwards for request ``n``."""
+    return {
+        "id": str(n),
+        "model": MODEL,
+        "sample_rate": harness.SAMPLE_RATE,
+        "format": "pcm16",
+        "options": {},
+        "timeout_s": 30.0,
+    }
+
+
 def _requests(codec: Codec, payload: bytes, count: int) -> list[list[bytes]]:
-    """Signed TRANSCRIBE messages with the header our coordinator forwards."""
-    return [
-        codec.encode(
-            Message(
-                Kind.TRANSCRIBE,
-                {
-                    "id": str(n),
-                    "model": MODEL,
-                    "sample_rate": harness.SAMPLE_RATE,
-                    "format": "pcm16",
-                    "options": {},
-                    "timeout_s": 30.0,
-                },
-                [payload],
-            )
-        )
-        for n in range(count)
-    ]
+    """Signed TRANSCRIBE messages, as our coordinator forwards them."""
+    return [codec.encode(Message(Kind.TRANSCRIBE, _header(n), [payload])) for n in range(count)]
 
 
 def _cpu_per_request(
@@ -144,7 +140,7 @@ def _ours(folder: str, payload: bytes, count: int, rounds: int) -> dict[str, lis
             engine = runtime.engine
             assert engine is not None
             transcribe, prepare_audio = engine.transcribe, runtime.prepare_audio
-            samples = prepare_audio(_body(), [payload])
+            samples = prepare_audio(TranscribeRequest.from_header(_header(0)), [payload])
             answer = transcribe(MODEL, samples, {})
             codec, reader = Codec(key), Codec(key)
             spent: dict[str, list[float]] = {label: [] for label, _, _ in VARIANTS}
@@ -169,13 +165,6 @@ def _ours(folder: str, payload: bytes, count: int, rounds: int) -> dict[str, lis
             return spent
         finally:
             runtime.close()
-
-
-def _body() -> TranscribeRequest:
-    """The parsed request the variants' fixed audio is decoded from once."""
-    return TranscribeRequest.from_header(
-        {"id": "0", "model": MODEL, "sample_rate": harness.SAMPLE_RATE, "format": "pcm16"}
-    )
 
 
 def _floor(folder: str, payload: bytes, count: int, rounds: int) -> list[float]:

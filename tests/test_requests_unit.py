@@ -269,6 +269,15 @@ def _one_slot_host() -> Parts:
     return build_parts(unit_config(hosts={"a": host}))
 
 
+def _one_slot_host_asked(count: int) -> tuple[Parts, RequestTable]:
+    """The one-slot host's table after requests 0..count-1 arrived (one sent, the rest queued)."""
+    parts = _one_slot_host()
+    t = table(parts)
+    for cid in range(count):
+        t.on_client_request(CLIENT, transcribe(cid=cid))
+    return parts, t
+
+
 def test_a_request_arriving_behind_queued_ones_waits_without_routing_and_keeps_its_turn() -> None:
     parts = _one_slot_host()
     t = table(parts)
@@ -287,19 +296,13 @@ def test_a_request_arriving_behind_queued_ones_waits_without_routing_and_keeps_i
 
 
 def test_a_reply_drains_only_what_fits_and_requeues_the_rest_in_order() -> None:
-    parts = _one_slot_host()
-    t = table(parts)
-    for cid in range(6):
-        t.on_client_request(CLIENT, transcribe(cid=cid))
+    parts, t = _one_slot_host_asked(6)
     t.on_host_reply(parts.replica("a.0"), host_result(sent_to_hosts(parts)[-1][1]))
     assert [r.client_id for r in t.pending] == [2, 3, 4, 5] and len(sent_to_hosts(parts)) == 2
 
 
 def test_queued_requests_are_answered_when_their_only_host_is_gone_for_good() -> None:
-    parts = _one_slot_host()
-    t = table(parts)
-    for cid in range(3):
-        t.on_client_request(CLIENT, transcribe(cid=cid))
+    parts, t = _one_slot_host_asked(3)
     rep = parts.replica("a.0")
     parts.supervisor.stop(rep)  # stopped by an operator: nothing will serve the queue
     t.on_replica_lost(rep, "stopped")
@@ -313,10 +316,7 @@ def test_queued_requests_are_answered_when_their_only_host_is_gone_for_good() ->
 
 
 def test_queued_requests_keep_waiting_for_a_host_that_restarts() -> None:
-    parts = _one_slot_host()
-    t = table(parts)
-    for cid in range(2):
-        t.on_client_request(CLIENT, transcribe(cid=cid))
+    parts, t = _one_slot_host_asked(2)
     rep = parts.replica("a.0")
     rep.proc.exit(1)  # type: ignore[union-attr]
     parts.supervisor.tick()  # a crash: the restart policy brings it back

@@ -112,7 +112,6 @@ class HeldSends(Generic[T]):
             self._send(item)
             return
         held.append(item)
-        if len(held) >= self._limit:
-            self._held = []
-            for item in held:
-                self._send(item)
+        if len(held) >= self._limit:  # send what is held, and go on holding
+            self.release()
+            self.hold()
