@@ -17,8 +17,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 #: What code running inside a host env may import besides the standard library: the package's own
 #: small, wide-ranged dependencies that every host lock carries (soxr resamples each stream; pyzmq's
-#: Cython extensions register ``cython_runtime``, part of pyzmq). The model VAD is imported lazily.
-HOST_THIRD_PARTY = {"numpy", "zmq", "soxr", "cython_runtime"}
+#: Cython extensions register ``cython_runtime``, part of pyzmq; orjson writes and reads headers,
+#: optional: the protocol falls back to the standard library). The model VAD is imported lazily.
+HOST_THIRD_PARTY = {"numpy", "zmq", "soxr", "cython_runtime", "orjson"}
 #: Packages that run in the coordinator's (or the user's) process, never inside a host env.
 COORDINATOR_SIDE = (
     "orchestrator.coordinator",
@@ -168,7 +169,7 @@ print(json.dumps(sorted(n for n in loaded if n not in stdlib and not n.startswit
 """
 
 
-def test_the_host_runtime_imports_nothing_beyond_stdlib_numpy_pyzmq_and_soxr() -> None:
+def test_the_host_runtime_imports_nothing_beyond_stdlib_numpy_pyzmq_soxr_and_orjson() -> None:
     """What a host env is promised: run in a fresh interpreter so nothing else is loaded yet."""
     out = subprocess.run(
         [sys.executable, "-c", _THIRD_PARTY_PROBE],

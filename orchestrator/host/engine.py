@@ -137,6 +137,8 @@ class Engine(abc.ABC):
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Refuse options this engine does not honour, rather than silently ignoring them."""
+        if not options:  # most requests name none
+            return
         unknown = set(options) - self.supported_options
         if unknown:
             raise BadRequestError(
