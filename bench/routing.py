@@ -261,15 +261,15 @@ async def _async_round(
                 request, profile.round_trips, profile.warmup_round_trips
             )
             meter = ends.cpu.get(name)
-            with meter or contextlib.nullcontext():
-                result = await loops.pipelined(
-                    request,
-                    profile.pipelined_requests,
-                    profile.pipeline_window,
-                    profile.warmup_round_trips,
-                )
+            result = await loops.pipelined(
+                request,
+                profile.pipelined_requests,
+                profile.pipeline_window,
+                profile.warmup_round_trips,
+                measured=meter,
+            )
             if meter is not None:
-                ends.cpu_requests[name] += profile.pipelined_requests + profile.warmup_round_trips
+                ends.cpu_requests[name] += profile.pipelined_requests
             rates[name].append(result.rate_per_s)
             pipelined_latencies[name] += result.latencies_s
 
