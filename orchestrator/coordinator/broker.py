@@ -40,7 +40,7 @@ from orchestrator.wire.errors import (
     ProtocolError,
 )
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, new_key
-from orchestrator.wire.sockets import waiting_messages
+from orchestrator.wire.sockets import poll_timeout_ms, waiting_messages
 
 log = logging.getLogger("orchestrator.coordinator.broker")
 
@@ -197,9 +197,14 @@ class Broker:
             poller.register(self.remote.sock, zmq.POLLIN)
         tick_s = self.settings.tick_interval_s
         beat_s = self.settings.heartbeat_interval_s
+        # Idle, the loop ticks with the heartbeats: nothing due in the tables needs more, and
+        # every wake-up costs CPU (and a laptop's battery) even when it finds nothing to do.
+        idle_tick_s = max(tick_s, beat_s)
         next_tick = next_beat = time.monotonic()
         while not should_stop():
-            events = dict(poller.poll(tick_s * 1000))
+            events = dict(
+                poller.poll(poll_timeout_ms(min(next_tick, next_beat) - time.monotonic()))
+            )
             if self.hosts in events:
                 self._drain(self.hosts, self.host_codec, self.host_drops, self._on_host)
             if self.clients in events:
@@ -214,13 +219,27 @@ class Broker:
             if now >= next_beat:
                 self._heartbeat_hosts()
                 next_beat = now + beat_s
+            timing = self._timing()
+            if timing:  # work that came in while the loop ticked slowly: tick soon
+                next_tick = min(next_tick, now + tick_s)
             if now >= next_tick:
                 self.supervisor.tick()
                 self.requests.tick(now)
                 self.streams.tick(now)
                 self.model_ops.tick(now)
-                next_tick = now + tick_s
+                next_tick = now + (tick_s if timing else idle_tick_s)
         self.calls.run_pending()
+
+    def _timing(self) -> bool:
+        """Whether something here has a deadline or a next step (a request, a stream, a model
+        operation, a replica between states): the tables then tick every ``tick_interval_s``."""
+        requests = self.requests
+        return (
+            bool(
+                requests.inflight or requests.pending or self.streams.streams or self.model_ops.ops
+            )
+            or not self.supervisor.settled()
+        )
 
     def shutdown(self) -> None:
         """Stop every host (ask, SIGTERM, SIGKILL), fail what is still open, close sockets."""

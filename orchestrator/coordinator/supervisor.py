@@ -64,6 +64,8 @@ SERVING = frozenset({HostState.READY, HostState.BUSY})
 #: States a replica serves again from without anyone acting (a drained one is recycled): work for
 #: it is worth waiting for, rather than refused as if no host could ever serve it.
 COMING = frozenset({HostState.STARTING, HostState.RESTARTING, HostState.UNHEALTHY})
+#: States a replica stays in until something happens (a message, an operator, an exit).
+_SETTLED = SERVING | {HostState.FAILED, HostState.STOPPED}
 #: Allowed transitions; anything else is a bug and is refused loudly.
 _ALLOWED: dict[HostState, frozenset[HostState]] = {
     HostState.STARTING: frozenset(
@@ -464,6 +466,11 @@ class Supervisor:
             self.recycle(rep, reason)
 
     # ------------------------------------------------------------------ the periodic check
+    def settled(self) -> bool:
+        """Whether every replica is where it stays until something happens (serving, failed,
+        stopped): then nothing in :meth:`tick` is due before a heartbeat could be missed."""
+        return all(r.state in _SETTLED and r.stop_target is None for r in self.replicas)
+
     def tick(self) -> None:
         now = time.monotonic()
         hb_timeout = self.settings.heartbeat_interval_s * self.settings.heartbeat_liveness

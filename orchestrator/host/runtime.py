@@ -57,12 +57,14 @@ from orchestrator.wire.errors import (
     OrchestratorError,
 )
 from orchestrator.wire.protocol import Codec, DropCounter, Kind, Message, error_message
-from orchestrator.wire.sockets import HeldSends, send_frames, waiting_messages
+from orchestrator.wire.sockets import HeldSends, poll_timeout_ms, send_frames, waiting_messages
 
 log = logging.getLogger("orchestrator.host")
 
-#: How often the main loop wakes up at least, and checks at most, whether it is orphaned.
-MAX_POLL_INTERVAL_S = 0.1
+#: Longest the main loop goes between its checks (orphaned? models idle?). They run when it wakes
+#: to heartbeat (every 0.25 s by default), so an idle host wakes only for that; what must act at
+#: once wakes it through its call queue instead (stdin closing, SIGTERM).
+MAX_CHECK_INTERVAL_S = 1.0
 #: How often loaded on-demand models are checked against ``idle_unload_s``.
 IDLE_CHECK_INTERVAL_S = 1.0
 #: Messages read per turn of the main loop before heartbeats and completions get their turn.
@@ -167,8 +169,25 @@ class HostRuntime:
         self.calls.put(fn)
 
     def stop(self) -> None:
-        """Leave the loop at its next turn (SIGTERM, or an engine that cannot start)."""
+        """Leave the loop now (SIGTERM, or an engine that cannot start): from any thread."""
         self.state = RuntimeState.STOPPING
+        self.wake()
+
+    def parent_lost(self) -> None:
+        """Our stdin closed (the coordinator is gone): the loop exits at once (any thread)."""
+        self.parent_gone.set()
+        with contextlib.suppress(RuntimeError):  # closed: the loop is over anyway
+            self.calls.put(self._leave_orphaned)
+
+    def _leave_orphaned(self) -> None:
+        log.warning("exiting, coordinator gone: stdin closed")
+        self.exit_code = EXIT_ORPHANED
+        self.stop()
+
+    def wake(self) -> None:
+        """End the loop's wait now, so it sees what another thread (or a signal) changed."""
+        with contextlib.suppress(RuntimeError):  # closed: the loop is over anyway
+            self.calls.put(_nothing)
 
     def submit(
         self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
@@ -453,22 +472,21 @@ class HostRuntime:
                 self.send(self.heartbeat())
                 # Read each time: a dial-in host learns the interval when it registers.
                 next_beat = now + self.boot.heartbeat_interval_s
-            timeout = max(0.0, min(next_beat - now, MAX_POLL_INTERVAL_S))
-            events = dict(poller.poll(timeout * 1000))
+            if now >= next_check:  # not every turn: under load a turn is one request
+                # With the heartbeat: one wake-up serves both (each costs CPU on an idle core).
+                next_check = min(next_beat, now + MAX_CHECK_INTERVAL_S)
+                self.reap_idle_models(now)
+                reason = self.orphaned(now)
+                if reason:
+                    log.warning("exiting, coordinator gone: %s", reason)
+                    return EXIT_ORPHANED
+            events = dict(poller.poll(poll_timeout_ms(min(next_beat, next_check) - now)))
             if self.sock in events:
                 self.drain_socket()
             if self.calls.fd in events:
                 self.calls.run_pending()
             if self.state is RuntimeState.DRAINING and not self.inflight:
                 break
-            now = time.monotonic()
-            if now >= next_check:  # not every turn: under load a turn is one request
-                next_check = now + MAX_POLL_INTERVAL_S
-                self.reap_idle_models(now)
-                reason = self.orphaned(now)
-                if reason:
-                    log.warning("exiting, coordinator gone: %s", reason)
-                    return EXIT_ORPHANED
         self.calls.run_pending()
         return self.exit_code
 
@@ -519,14 +537,18 @@ def _set_parent_death_signal() -> None:
         log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
 
 
-def _watch_stdin(gone: threading.Event) -> None:
+def _nothing() -> None:
+    """What :meth:`HostRuntime.wake` queues: the wake-up is the point."""
+
+
+def _watch_stdin(gone: Callable[[], None]) -> None:
     """stdin is our pipe from the coordinator: EOF means it died (the macOS safety net)."""
     try:
         while sys.stdin.buffer.read(4096):
             pass
     except (OSError, ValueError):
         pass
-    gone.set()
+    gone()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -553,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ORPHANED
     boot = BootDocument.from_json(line)
     runtime = HostRuntime(boot, args.identity, args.endpoint, args.parent_pid)
-    threading.Thread(target=_watch_stdin, args=(runtime.parent_gone,), daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(runtime.parent_lost,), daemon=True).start()
 
     def on_term(signum: int, frame: object) -> None:
         runtime.stop()

@@ -11,6 +11,7 @@ direct with small frames copied, as pyzmq copies them anyway). pyzmq only, so ho
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -78,6 +79,15 @@ def waiting_messages(sock: zmq.Socket[Any], limit: int) -> Iterator[list[zmq.Fra
                 return
         except zmq.ZMQError:  # closed while its message was handled
             return
+
+
+def poll_timeout_ms(seconds: float) -> int:
+    """A poll's timeout for a timer ``seconds`` away, in whole milliseconds rounded up.
+
+    Rounded down (as an int() of the float would be), a wait for a timer under a millisecond
+    away returns at once, and the loop spins through empty polls until the timer is due.
+    """
+    return max(0, math.ceil(seconds * 1000))
 
 
 T = TypeVar("T")
