@@ -51,7 +51,7 @@ from orchestrator.wire.formats import BYTES_PER_SAMPLE, AudioFormat
 from orchestrator.wire.handshake import HandshakeWatch, Party
 from orchestrator.wire.messages import KNOWN_OPTIONS, EventType, Segment, Word, check_bool_options
 from orchestrator.wire.protocol import Codec, Kind, Message
-from orchestrator.wire.sockets import recv_frames, send_frames, waiting_messages
+from orchestrator.wire.sockets import has_message, recv_frames, send_frames, waiting_messages
 
 #: Extra time the client waits past a request's deadline for the coordinator's own answer.
 REPLY_GRACE_S = 5.0
@@ -71,8 +71,6 @@ DEADLINE_SWEEP_S = 0.1
 MAX_OUTGOING = 1000
 #: A Curve Client's blocking send stops this often to hear whether its handshake was refused.
 LINK_CHECK_INTERVAL_S = 0.1
-_POLLIN = int(zmq.POLLIN)
-_EVENTS = int(zmq.EVENTS)
 #: A model load or unload may take a big model's load time; the coordinator bounds it too
 #: (``model_op_timeout_s``) and answers with the reason.
 MODEL_OP_TIMEOUT_S = 300.0
@@ -527,7 +525,7 @@ class AsyncClient(_ClientBase):
             return
         # ZeroMQ's fd signals edges: a send may have taken in the news of waiting replies, and
         # the fd would not wake the loop for them.
-        if self._sock.getsockopt(_EVENTS) & _POLLIN:
+        if has_message(self._sock):
             self._read_ready()
 
     def _read_ready(self) -> None:
