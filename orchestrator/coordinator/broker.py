@@ -234,12 +234,9 @@ class Broker:
         """Whether something here has a deadline or a next step (a request, a stream, a model
         operation, a replica between states): the tables then tick every ``tick_interval_s``."""
         requests = self.requests
-        return (
-            bool(
-                requests.inflight or requests.pending or self.streams.streams or self.model_ops.ops
-            )
-            or not self.supervisor.settled()
-        )
+        if requests.inflight or requests.pending or self.streams.streams or self.model_ops.ops:
+            return True
+        return not self.supervisor.settled()
 
     def shutdown(self) -> None:
         """Stop every host (ask, SIGTERM, SIGKILL), fail what is still open, close sockets."""
