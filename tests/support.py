@@ -19,14 +19,17 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
+import zmq
 
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.config import Config, config_from_dict
 from orchestrator.host.engine import Word
+from orchestrator.host.runtime import HostRuntime
 from orchestrator.host.synthetic import fingerprint, parse_fingerprint
 from orchestrator.longform.source import open_audio, pcm16_blocks
 from orchestrator.speech.wer import normalize
-from orchestrator.wire.contract import ENGINE_SAMPLE_RATE
+from orchestrator.wire.contract import ENGINE_SAMPLE_RATE, BootDocument, ModelSpec
+from orchestrator.wire.protocol import Codec, new_key
 
 SYNTHETIC = "orchestrator.host.synthetic:SyntheticEngine"
 #: Fast failure detection so fault tests take seconds, not minutes.
@@ -174,3 +177,31 @@ def assert_exact_cover(transcript: Any, path: Path) -> None:
         assert seg.start == pytest.approx(offset / ENGINE_SAMPLE_RATE, abs=1e-3)
         assert fp["first"] == whole[offset]
         offset += int(fp["n"])
+
+
+@contextlib.contextmanager
+def host_on_router(
+    folder: Path, **boot: Any
+) -> Iterator[tuple[HostRuntime, zmq.Socket[Any], Codec]]:
+    """A real host runtime in this process (synthetic engine, model ``echo``; ``boot`` overrides
+    its boot document) dialled to a bare ROUTER standing in for the coordinator, and the codec
+    that signs for it. Nothing runs until the test starts the runtime."""
+    key = new_key()
+    document = BootDocument(
+        key=key,
+        engine=SYNTHETIC,
+        models=(ModelSpec("echo", "echo"),),
+        **{"warmup": False, **boot},
+    )
+    endpoint = f"ipc://{folder}/host.sock"
+    ctx: zmq.Context[Any] = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    runtime = HostRuntime(document, "syn.0", endpoint, os.getppid())
+    try:
+        yield runtime, router, Codec(key)
+    finally:
+        runtime.close()
+        router.close()
+        ctx.term()

@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import struct
 import time
 from pathlib import Path
@@ -29,12 +28,10 @@ from orchestrator import client as client_module
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.outbox import Outbox
 from orchestrator.errors import ProtocolError
-from orchestrator.host.runtime import HostRuntime
 from orchestrator.host.synthetic import SyntheticEngine
-from orchestrator.wire.contract import BootDocument, ModelSpec
 from orchestrator.wire.protocol import VERSION_FRAME, Codec, Kind, Message, new_key
 from orchestrator.wire.sockets import MAX_HELD_SENDS, HeldSends
-from support import make_config, running, synthetic_host
+from support import host_on_router, make_config, running, synthetic_host
 from table_support import ProcesslessSupervisor, unit_config
 
 #: Far more than 400 health answers take on a busy machine; a lost reply would hang forever.
@@ -165,20 +162,7 @@ def test_the_outbox_holds_a_batch_and_sends_it_in_order_at_release() -> None:
 
 
 def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Path) -> None:
-    key = new_key()
-    boot = BootDocument(
-        key=key,
-        engine="orchestrator.host.synthetic:SyntheticEngine",
-        models=(ModelSpec("echo", "echo"),),
-        warmup=False,
-    )
-    endpoint = f"ipc://{tmp_path}/host.sock"
-    ctx: zmq.Context[Any] = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(endpoint)
-    runtime = HostRuntime(boot, "syn.0", endpoint, os.getppid())
-    try:
+    with host_on_router(tmp_path) as (runtime, router, codec):
         runtime.start_loading()
         deadline = time.monotonic() + 30
         while runtime.streams is None:  # loading on its thread; READY is sent once loaded
@@ -187,7 +171,7 @@ def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Pa
             runtime.calls.run_pending()
         assert router.poll(5000)
         identity, *ready = router.recv_multipart()
-        reader = Codec(key)
+        reader = codec
         assert reader.decode(ready).kind is Kind.READY
         engine = runtime.engine
         assert engine is not None
@@ -210,7 +194,6 @@ def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Pa
         engine.transcribe = watched  # type: ignore[method-assign]
         count = 40
         assert count < MAX_HELD_SENDS  # one batch's answers are all held
-        codec = Codec(key)
         pcm = (np.arange(320, dtype=np.int16) * 7).astype("<i2").tobytes()
         for n in range(count):
             header = {"id": f"r{n}", "model": "echo", "sample_rate": 16_000, "format": "pcm16"}
@@ -230,10 +213,6 @@ def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Pa
         assert ids == [f"r{n}" for n in range(count)]  # each answered once, in order
         for arrived_in, rid in answered:  # none left the host while its own batch was handled
             assert arrived_in > batch_of_request[int(rid[1:])], rid
-    finally:
-        runtime.close()
-        router.close()
-        ctx.term()
 
 
 def test_an_async_client_keeps_requests_until_a_coordinator_takes_them(

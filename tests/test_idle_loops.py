@@ -9,7 +9,6 @@ check), and neither spins through empty polls while a timer is under a milliseco
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +19,10 @@ import pytest
 import zmq
 
 from orchestrator.errors import DeadlineExceededError
-from orchestrator.host.runtime import EXIT_ORPHANED, HostRuntime
-from orchestrator.wire.contract import BootDocument, ModelSpec
-from orchestrator.wire.protocol import Codec, Kind, new_key
+from orchestrator.host.runtime import EXIT_OK, EXIT_ORPHANED, HostRuntime
+from orchestrator.wire.protocol import Codec, Kind
 from orchestrator.wire.sockets import poll_timeout_ms
-from support import make_config, running, synthetic_host
+from support import host_on_router, make_config, running, synthetic_host
 
 #: Seconds each idle loop is watched.
 WATCH_S = 2.0
@@ -88,28 +86,9 @@ def test_a_busy_coordinator_still_ticks_fast_enough_for_short_deadlines() -> Non
 
 @pytest.fixture
 def idle_host(tmp_path: Path) -> Iterator[tuple[HostRuntime, zmq.Socket[Any], Codec]]:
-    """A real host runtime, its engine loaded, heartbeating every second to a bare ROUTER."""
-    key = new_key()
-    boot = BootDocument(
-        key=key,
-        engine="orchestrator.host.synthetic:SyntheticEngine",
-        models=(ModelSpec("echo", "echo"),),
-        warmup=False,
-        heartbeat_interval_s=1.0,
-        orphan_timeout_s=60.0,
-    )
-    endpoint = f"ipc://{tmp_path}/host.sock"
-    ctx: zmq.Context[Any] = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(endpoint)
-    runtime = HostRuntime(boot, "syn.0", endpoint, os.getppid())
-    try:
-        yield runtime, router, Codec(key)
-    finally:
-        runtime.close()
-        router.close()
-        ctx.term()
+    """A real host runtime heartbeating every second to a bare ROUTER."""
+    with host_on_router(tmp_path, heartbeat_interval_s=1.0, orphan_timeout_s=60.0) as host:
+        yield host
 
 
 def _run_in_thread(runtime: HostRuntime) -> tuple[threading.Thread, list[int]]:
@@ -137,32 +116,22 @@ def test_an_idle_host_wakes_only_to_heartbeat(
     assert turns <= 3 * WATCH_S, f"{turns} loop turns in {WATCH_S:g}s idle"
 
 
-def test_a_host_stops_at_once_not_at_its_next_wake_up(
-    idle_host: tuple[HostRuntime, zmq.Socket[Any], Codec],
+@pytest.mark.parametrize(
+    ("event", "exit_code"),
+    [("stop", EXIT_OK), ("parent_lost", EXIT_ORPHANED)],  # SIGTERM's handler; stdin's EOF
+)
+def test_a_host_leaves_at_once_not_at_its_next_wake_up(
+    idle_host: tuple[HostRuntime, zmq.Socket[Any], Codec], event: str, exit_code: int
 ) -> None:
     runtime, router, _ = idle_host
     thread, codes = _run_in_thread(runtime)
     assert router.poll(30_000), "no READY from the host"
     time.sleep(0.2)
-    asked = time.monotonic()
-    runtime.stop()  # as SIGTERM's handler does
+    happened = time.monotonic()
+    getattr(runtime, event)()  # from another thread, as the signal handler or watcher does
     thread.join(10)
-    assert not thread.is_alive() and codes
-    assert time.monotonic() - asked < 0.5  # the next heartbeat was up to 1 s away
-
-
-def test_a_host_whose_coordinator_is_gone_exits_at_once(
-    idle_host: tuple[HostRuntime, zmq.Socket[Any], Codec],
-) -> None:
-    runtime, router, _ = idle_host
-    thread, codes = _run_in_thread(runtime)
-    assert router.poll(30_000), "no READY from the host"
-    time.sleep(0.2)
-    lost = time.monotonic()
-    runtime.parent_lost()  # what the stdin watcher calls at EOF
-    thread.join(10)
-    assert codes == [EXIT_ORPHANED]
-    assert time.monotonic() - lost < 0.5
+    assert codes == [exit_code]
+    assert time.monotonic() - happened < 0.5  # the next heartbeat was up to 1 s away
 
 
 def test_a_heartbeat_still_goes_out_every_interval(
