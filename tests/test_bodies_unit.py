@@ -170,3 +170,65 @@ def test_host_result() -> None:
             assert code_of(lambda f=field, b=bad: HostResult.from_header({"id": "3", f: b})) == (
                 ErrorCode.BAD_REQUEST
             )
+
+
+def _outcome(parse: Any, header: dict[str, Any]) -> Any:
+    """What parsing gives: the body, or the error's code and message."""
+    try:
+        return parse(header)
+    except OrchestratorError as exc:
+        return (str(exc.code), str(exc))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"sample_rate": 8000},
+        {"sample_rate": 192000},
+        {"sample_rate": 7999},
+        {"sample_rate": 192001},
+        {"sample_rate": True},
+        {"format": "f32"},
+        {"options": None},
+        {"options": {}},
+        {"options": []},
+        {"options": ""},
+        {"timeout_s": 3},
+        {"timeout_s": None},
+        {"timeout_s": float("inf")},
+        {"timeout_s": float("nan")},
+        {"host": "gpu-box"},
+        {"host": ""},
+        {"model": None},
+        {"model": ""},
+    ],
+)
+def test_transcribe_fast_path_agrees_with_the_field_by_field_checks(
+    changes: dict[str, Any],
+) -> None:
+    """The usual request is checked in one expression; whatever it lets through must be what the
+    field-by-field checks accept, and the same body."""
+    header = {**TRANSCRIBE, **changes}
+    fast = _outcome(TranscribeRequest.from_header, header)
+    assert fast == _outcome(TranscribeRequest._from_header_checked, header)
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        (0.5, 0.0, 2.0),
+        (1e308, 1e308, 0.0),  # finite each, infinite summed: the checks below still accept
+        (float("inf"), 0.0, 0.0),
+        (0.0, float("nan"), 0.0),
+        (0, 0.0, 0.0),
+    ],
+)
+def test_host_result_fast_path_agrees_with_the_field_checks(
+    times: tuple[float, float, float],
+) -> None:
+    queued, load, compute = times
+    header = {"id": 7, "result": {}, "host_queued_s": queued, "load_s": load, "compute_s": compute}
+    fast = _outcome(HostResult.from_header, header)
+    slow = _outcome(HostResult._from_header_checked, header)
+    assert fast == slow

@@ -153,8 +153,9 @@ class RequestTable:
         lost) drains the queue, so none is free now, and under pipelining this saves a routing
         decision per request.
         """
-        kind: WaitKind = (req.route.name, req.pinned_host, frozenset(req.tried))
-        if self._pending_kinds and self._pending_kinds.get(kind):
+        # Its kind is only looked up while something is queued (and named when it queues).
+        kind = _wait_kind(req) if self._pending_kinds else None
+        if kind is not None and self._pending_kinds.get(kind):
             choice = Choice(Verdict.WAIT)
         else:
             try:
@@ -173,6 +174,7 @@ class RequestTable:
                 ),
             )
         else:
+            kind = _wait_kind(req) if kind is None else kind
             req.waits_for = kind
             self.pending.append(req)
             self._pending_kinds[kind] += 1
@@ -351,3 +353,8 @@ class RequestTable:
             self._answer_error(req, HostCrashedError(reason))
         self.pending.clear()
         self._pending_kinds.clear()
+
+
+def _wait_kind(req: Request) -> WaitKind:
+    """What a queued request waits for: requests of one kind are served in order."""
+    return (req.route.name, req.pinned_host, frozenset(req.tried))

@@ -61,12 +61,18 @@ class Router:
 
         A replica being stopped takes no new work, even while it drains.
         """
-        return [
-            r
-            for r in self._by_host[host]
-            if r.name not in exclude and r.stop_target is None
-            and r.state in SERVING and r.serves(model)
-        ]  # fmt: skip
+        return [r for r in self._by_host[host] if _takes(r, model, exclude)]
+
+    def _least_loaded(self, host: str, model: str, exclude: Collection[str]) -> Replica | None:
+        """The taker of ``host`` with room and the fewest requests, then streams (the first of
+        equals): one pass, as every request asks."""
+        best: Replica | None = None
+        for rep in self._by_host[host]:
+            if rep.inflight >= rep.host.max_inflight or not _takes(rep, model, exclude):
+                continue
+            if best is None or (rep.inflight, rep.streams) < (best.inflight, best.streams):
+                best = rep
+        return best
 
     def coming(self, host: str, exclude: Collection[str] = ()) -> bool:
         """Whether a replica of ``host`` will serve again without anyone acting: worth waiting for."""
@@ -83,11 +89,10 @@ class Router:
         could_serve = False
         unavailable: list[str] = []
         for host_name in self.hosts_for(route, only_host):
-            ready = self.takers(host_name, route.name, exclude)
-            free = [r for r in ready if r.inflight < r.host.max_inflight]
-            if free:
-                return Choice(Verdict.DISPATCH, min(free, key=lambda r: (r.inflight, r.streams)))
-            if ready or self.coming(host_name, exclude):
+            best = self._least_loaded(host_name, route.name, exclude)
+            if best is not None:
+                return Choice(Verdict.DISPATCH, best)
+            if self.takers(host_name, route.name, exclude) or self.coming(host_name, exclude):
                 could_serve = True
             for rep in self._by_host[host_name]:
                 reason = rep.ready_info.get("unavailable", {}).get(route.name)
@@ -112,3 +117,14 @@ class Router:
 
     def replicas_of(self, host: str) -> list[Replica]:
         return self._by_host.get(host, [])
+
+
+def _takes(rep: Replica, model: str, exclude: Collection[str]) -> bool:
+    """Whether ``rep`` takes new work for ``model`` now, before any capacity check: serving, not
+    being stopped, not excluded, the model loaded or loadable there."""
+    return (
+        rep.state in SERVING
+        and rep.stop_target is None
+        and rep.name not in exclude
+        and rep.serves(model)
+    )

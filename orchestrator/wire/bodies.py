@@ -23,12 +23,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.wire.errors import BadAudioError, BadRequestError, StreamSequenceError
-from orchestrator.wire.formats import AudioFormat, check_sample_rate
+from orchestrator.wire.formats import (
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+    AudioFormat,
+    check_sample_rate,
+)
 from orchestrator.wire.messages import parse_options
 
 #: The key naming a stream between client and coordinator, and between coordinator and host.
 CLIENT_STREAM_KEY, HOST_STREAM_KEY = "id", "sid"
 _FORMATS = ", ".join(f.value for f in AudioFormat)
+_FORMAT_NAMES = frozenset(f.value for f in AudioFormat)
+_PCM16 = AudioFormat.PCM16.value
 #: JSON's numbers (a tuple: ``int | float`` would build a union type at every check).
 _NUMBERS = (int, float)
 
@@ -84,6 +91,34 @@ class TranscribeRequest:
 
     @classmethod
     def from_header(cls, header: Header) -> TranscribeRequest:
+        get = header.get
+        model, rate, fmt = get("model"), get("sample_rate"), get("format", _PCM16)
+        options, timeout, host = get("options"), get("timeout_s"), get("host")
+        # The usual request, checked in one expression (exact types: a bool is no int here);
+        # anything else takes the field-by-field checks below, which name what is wrong.
+        if (
+            type(model) is str
+            and type(rate) is int
+            and MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ
+            and type(fmt) is str
+            and fmt in _FORMAT_NAMES
+            and (options is None or type(options) is dict)
+            and (timeout is None or (type(timeout) in _NUMBERS and math.isfinite(timeout)))
+            and (host is None or type(host) is str)
+        ):
+            return cls(
+                get("id"),
+                model,
+                rate,
+                fmt,
+                options or {},
+                None if timeout is None else float(timeout),
+                host,
+            )
+        return cls._from_header_checked(header)
+
+    @classmethod
+    def _from_header_checked(cls, header: Header) -> TranscribeRequest:
         model = _str(header, "model")
         rate = check_sample_rate(header.get("sample_rate"))  # before the format, as decoding did
         fmt = _format(header, BadAudioError)
@@ -271,6 +306,21 @@ class HostResult:
 
     @classmethod
     def from_header(cls, header: Header) -> HostResult:
+        get = header.get
+        queued, load, compute = get("host_queued_s", 0.0), get("load_s", 0.0), get("compute_s", 0.0)
+        # What hosts send: three finite floats (their sum is finite only if each is); anything
+        # else takes the checks below, which name the field.
+        if (
+            type(queued) is float
+            and type(load) is float
+            and type(compute) is float
+            and math.isfinite(queued + load + compute)
+        ):
+            return cls(str(get("id")), get("result"), queued, load, compute)
+        return cls._from_header_checked(header)
+
+    @classmethod
+    def _from_header_checked(cls, header: Header) -> HostResult:
         return cls(
             str(header.get("id")),
             header.get("result"),
