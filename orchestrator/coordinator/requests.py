@@ -134,7 +134,7 @@ class RequestTable:
     def _check_audio_length(self, body: TranscribeRequest, payloads: list[bytes]) -> None:
         """Refuse a clip over ``max_audio_s`` here, before any host spends time on it."""
         width = BYTES_PER_SAMPLE[body.format]  # a checked name: equal to its AudioFormat
-        seconds = sum(len(p) for p in payloads) / width / body.sample_rate
+        seconds = sum(map(len, payloads)) / width / body.sample_rate
         limit = self.settings.max_audio_s
         if seconds > limit:
             raise BadAudioError(
