@@ -18,10 +18,18 @@ def cpu_seconds(proc: psutil.Process) -> float:
 class CpuMeter:
     """CPU seconds each named process spent inside ``with meter:`` blocks, summed over blocks."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.spent = dict.fromkeys(pids, 0.0)
+    def __init__(self, pids: dict[str, int] | None = None) -> None:
+        self._procs: dict[str, psutil.Process] = {}
+        self.spent: dict[str, float] = {}
         self._start: dict[str, float] = {}
+        self.watch(pids or {})
+
+    def watch(self, pids: dict[str, int]) -> None:
+        """Meter these processes under these names from now on, keeping what the names spent
+        so far (an end started afresh for each measurement)."""
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        for name in pids:
+            self.spent.setdefault(name, 0.0)
 
     def __enter__(self) -> CpuMeter:
         self._start = {name: cpu_seconds(p) for name, p in self._procs.items()}

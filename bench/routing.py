@@ -38,7 +38,8 @@ import asyncio
 import contextlib
 import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,7 @@ from bench.signed import Keys, SignedRelay
 from bench.signed_clients import SignedAsyncClient, SignedExchange, SignedSyncClient
 from bench.stats import percentile, summary
 from orchestrator.client import DEFAULT_TIMEOUT_S, AsyncClient, Client
+from orchestrator.coordinator import Coordinator
 
 GROUP = "routing"
 MODEL = "echo"
@@ -89,24 +91,25 @@ def chunk_payload() -> bytes:
     return rng.integers(-8000, 8000, harness.CHUNK_SAMPLES, dtype=np.int16).astype("<i2").tobytes()
 
 
+def _transcribe(client: Client | AsyncClient, payload: bytes) -> Callable[[], Any]:
+    """One request through our client, as every measuring loop sends it."""
+    return lambda: client.transcribe(payload, sample_rate=harness.SAMPLE_RATE, model=MODEL)
+
+
 class _Ends:
-    """Every server end of the comparison, started once and measured in rounds."""
+    """Every server end of the comparison, measured in rounds.
+
+    The baselines are started once. Ours are started for each measurement and stopped after
+    it: idle, a coordinator and its host still wake to heartbeat, and two idle pairs beside the
+    one measured weighed about 10-20% on its CPU per request (against 0-5% on the bare
+    broker's, whose idle processes wake twice a second).
+    """
 
     def __init__(self, stack: contextlib.ExitStack, window: int) -> None:
         folder = stack.enter_context(harness.socket_folder())
-        forwards_all = harness.synthetic_host(max_inflight=window)
-        self.coord = stack.enter_context(
-            harness.embedded(harness.config(harness.raw_config({"syn": forwards_all})))
-        )
-        standalone, self.connection_file = stack.enter_context(
-            harness.standalone(harness.raw_config({"syn": forwards_all}))
-        )
-        host_pid = int(_only_replica(self.connection_file)["pid"])
-        queued, self.queued_connection_file = stack.enter_context(
-            harness.standalone(harness.raw_config({"syn": harness.synthetic_host()}))
-        )
-        replica = _only_replica(self.queued_connection_file)
-        self.default_max_inflight = int(replica["max_inflight"])
+        self._forwards_all = harness.synthetic_host(max_inflight=window)
+        #: The queued end's host's default max_inflight (read when that end first runs).
+        self.default_max_inflight = 0
         self.ctx: zmq.Context[Any] = zmq.Context()
         stack.callback(self.ctx.destroy, linger=0)
         thread_back = harness.ipc_endpoint(folder, "thread-back")
@@ -138,18 +141,36 @@ class _Ends:
         )
         #: Processes whose CPU the pipelined runs are charged to: client, middle, far end.
         self.cpu = {
-            STANDALONE: CpuMeter({CLIENT: os.getpid(), MIDDLE: standalone.pid, FAR: host_pid}),
+            STANDALONE: CpuMeter(),  # watches each run's processes (see ``running``)
             BARE_PROCESS: CpuMeter(
                 {CLIENT: os.getpid(), MIDDLE: broker_child.pid, FAR: worker_child.pid}
             ),
             SIGNED_PROCESS: CpuMeter(
                 {CLIENT: os.getpid(), MIDDLE: signed_broker.pid, FAR: signed_worker.pid}
             ),
-            QUEUED: CpuMeter({CLIENT: os.getpid(), MIDDLE: queued.pid, FAR: int(replica["pid"])}),
+            QUEUED: CpuMeter(),
         }
         self.cpu_requests = dict.fromkeys(self.cpu, 0)
         self.echo = harness.ipc_endpoint(folder, "echo")
         stack.enter_context(harness.bare_child("echo", self.echo))
+
+    @contextlib.contextmanager
+    def running(self, name: str) -> Iterator[Coordinator | Path]:
+        """One of ours started for its measurement (the embedded coordinator, or a standalone
+        one's connection file), stopped after it."""
+        if name == EMBEDDED:
+            config = harness.config(harness.raw_config({"syn": self._forwards_all}))
+            with harness.embedded(config) as coord:
+                yield coord
+            return
+        host = self._forwards_all if name == STANDALONE else harness.synthetic_host()
+        with harness.standalone(harness.raw_config({"syn": host})) as (child, connection_file):
+            replica = _only_replica(connection_file)
+            if name == QUEUED:
+                self.default_max_inflight = int(replica["max_inflight"])
+            pids = {CLIENT: os.getpid(), MIDDLE: child.pid, FAR: int(replica["pid"])}
+            self.cpu[name].watch(pids)
+            yield connection_file
 
     def cpu_per_request(self, end: str, role: str | None = None) -> float:
         """CPU seconds per pipelined request of one process of ``end`` (None: all three)."""
@@ -179,47 +200,44 @@ class _Ends:
             BARE_ECHO: bare(self.ctx, self.echo),
         }
 
-    def _in_order(
-        self,
-        payload: bytes,
-        ours: dict[str, Client] | dict[str, AsyncClient],
-        baselines: dict[str, Callable[[], Any]],
-        order: tuple[str, ...] = MEASURE_ORDER,
-    ) -> dict[str, Callable[[], Any]]:
-        """Every end's one-request callable in ``order``: ``ours`` (by end) through
-        ``transcribe``, then the ``baselines``."""
-
-        def transcribe(client: Any) -> Callable[[], Any]:
-            return lambda: client.transcribe(payload, sample_rate=harness.SAMPLE_RATE, model=MODEL)
-
-        ends = {**{name: transcribe(c) for name, c in ours.items()}, **baselines}
-        return {name: ends[name] for name in order}
-
     def sync_round_trips(
         self, stack: contextlib.ExitStack, payload: bytes
-    ) -> dict[str, Callable[[], Any]]:
-        ours_standalone = stack.enter_context(Client(connection_file=self.connection_file))
+    ) -> Iterator[tuple[str, Callable[[], Any]]]:
+        """Every end's one-request callable in measuring order; each of ours runs (started,
+        then stopped) only until the next end is asked for."""
         baselines = {}
         for name, client in self.baseline_clients(sync=True).items():
             stack.callback(client.close)
             baselines[name] = lambda c=client: c.round_trip(payload)
-        ours = {EMBEDDED: self.coord.sync_client(), STANDALONE: ours_standalone}
-        return self._in_order(payload, ours, baselines)
+        for name in MEASURE_ORDER:
+            if name in baselines:
+                yield name, baselines[name]
+                continue
+            with self.running(name) as end, contextlib.ExitStack() as clients:
+                if isinstance(end, Coordinator):
+                    client = end.sync_client()
+                else:
+                    client = clients.enter_context(Client(connection_file=end))
+                yield name, _transcribe(client, payload)
 
     async def async_requests(
         self, stack: contextlib.AsyncExitStack, payload: bytes
-    ) -> dict[str, Callable[[], Awaitable[Any]]]:
-        ours: dict[str, AsyncClient] = {EMBEDDED: self.coord.client()}
-        for name, path in (
-            (STANDALONE, self.connection_file),
-            (QUEUED, self.queued_connection_file),
-        ):
-            ours[name] = await stack.enter_async_context(AsyncClient(connection_file=path))
+    ) -> AsyncIterator[tuple[str, Callable[[], Awaitable[Any]]]]:
+        """The asyncio twin of :meth:`sync_round_trips`."""
         baselines = {}
         for name, client in self.baseline_clients(sync=False).items():
             stack.push_async_callback(client.aclose)
             baselines[name] = lambda c=client: c.request(payload)
-        return self._in_order(payload, ours, baselines, ASYNC_ORDER)
+        for name in ASYNC_ORDER:
+            if name in baselines:
+                yield name, baselines[name]
+                continue
+            with self.running(name) as end:
+                if isinstance(end, Coordinator):
+                    yield name, _transcribe(end.client(), payload)
+                    continue
+                async with AsyncClient(connection_file=end) as client:
+                    yield name, _transcribe(client, payload)
 
 
 def run(profile: Profile) -> list[Figure]:
@@ -232,7 +250,7 @@ def run(profile: Profile) -> list[Figure]:
         ends = _Ends(stack, profile.pipeline_window)
         for _ in range(profile.rounds):
             with contextlib.ExitStack() as round_stack:
-                for name, fn in ends.sync_round_trips(round_stack, payload).items():
+                for name, fn in ends.sync_round_trips(round_stack, payload):
                     sync_lat[name] += loops.sync_round_trips(
                         fn, profile.round_trips, profile.warmup_round_trips
                     )
@@ -256,7 +274,7 @@ async def _async_round(
     pipelined_latencies: dict[str, list[float]],
 ) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        for name, request in (await ends.async_requests(stack, payload)).items():
+        async for name, request in ends.async_requests(stack, payload):
             latencies[name] += await loops.async_round_trips(
                 request, profile.round_trips, profile.warmup_round_trips
             )
@@ -379,7 +397,7 @@ def _cpu_figures(ends: _Ends) -> list[Figure]:
             baseline=ends.cpu_per_request(BARE_PROCESS),
             baseline_label="bare client + broker + worker",
             note="psutil user+system time over the pipelined runs, divided by their requests; "
-            "the client process also holds the idle embedded coordinator and bare thread broker",
+            "the client process also holds the idle bare and signed thread brokers",
         )
     )
     return figures

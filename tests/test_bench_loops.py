@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 from bench import loops
+from bench.procstat import CpuMeter
 
 
 def test_a_pipelined_runs_meter_sees_only_the_measured_requests_not_the_warm_up() -> None:
@@ -29,3 +34,27 @@ def test_a_pipelined_runs_meter_sees_only_the_measured_requests_not_the_warm_up(
     result = asyncio.run(loops.pipelined(request, 200, 8, 50, measured=meter()))
     assert metered == [50, 250]  # entered after the 50 warm-ups, left after the 200 measured
     assert len(result.latencies_s) == 200 and result.window == 8 and result.rate_per_s > 0
+
+
+def _burn(seconds: float) -> None:
+    """Spend ``seconds`` of this process's CPU."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_a_meter_keeps_what_a_role_spent_when_it_watches_a_new_process() -> None:
+    """Ours' ends are started afresh for each measurement: their CPU adds up by role."""
+    meter = CpuMeter()
+    spent = []
+    for _ in range(2):
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+        )
+        meter.watch({"client": os.getpid(), "far": child.pid})
+        with meter:
+            _burn(0.2)  # charged to "client"
+        child.communicate(b"")
+        spent.append(meter.spent["client"])
+    assert 0.15 < spent[0] < spent[1]  # the second run added to the first
+    assert spent[1] > 0.3 and set(meter.spent) == {"client", "far"}
