@@ -24,7 +24,9 @@ from support import replica, running, wait_for
 pytestmark = pytest.mark.slow
 
 IDLE_UNLOAD_S = 2.0
-CYCLES = 3
+#: The first reload may set the allocator up (one CI run: loaded 702 -> 740 -> 742 MB: the jump
+#: once, then flat); growth is judged from there on, over the cycles after it.
+CYCLES = 4
 MODEL = "whisper-tiny.en"
 #: Measured: each unload returned 107-120 MB of the host's RSS (tiny.en is ~150 MB in float32).
 MIN_RETURNED_MB = 80.0
@@ -77,10 +79,10 @@ def test_idle_unload_returns_the_models_memory_and_cycles_do_not_grow(tmp_path: 
             unloaded_rss.append(rss_mb())
             assert MODEL in replica(coord, "legacy_host.0")["on_demand"]
         print(f"RSS loaded {loaded_rss} MB, after idle unload {unloaded_rss} MB")
-        # Every unload gave a real share of the weights back, and a load after an unload did
-        # not grow the host.
+        # Every unload gave a real share of the weights back, and from the first reload on, a
+        # load after an unload did not grow the host (a leak would, by every cycle).
         for before, after in zip(loaded_rss, unloaded_rss):
             assert before - after >= MIN_RETURNED_MB, (loaded_rss, unloaded_rss)
-        assert unloaded_rss[-1] <= unloaded_rss[0] + CYCLE_SLACK_MB, unloaded_rss
-        assert loaded_rss[-1] <= loaded_rss[0] + CYCLE_SLACK_MB, loaded_rss
+        assert unloaded_rss[-1] <= unloaded_rss[1] + CYCLE_SLACK_MB, unloaded_rss
+        assert loaded_rss[-1] <= loaded_rss[1] + CYCLE_SLACK_MB, loaded_rss
         client.close()
