@@ -61,6 +61,11 @@ from orchestrator.wire.sockets import HeldSends, poll_timeout_ms, send_frames, w
 
 log = logging.getLogger("orchestrator.host")
 
+
+def _nothing() -> None:
+    """What :meth:`HostRuntime.wake` queues by default: the wake-up is the point."""
+
+
 #: Longest the main loop goes between its checks (orphaned? models idle?). They run when it wakes
 #: to heartbeat (every 0.25 s by default), so an idle host wakes only for that; what must act at
 #: once wakes it through its call queue instead (stdin closing, SIGTERM).
@@ -121,7 +126,6 @@ class HostRuntime:
         self.errors = 0
         self.exit_code = EXIT_OK
         self.last_heard = time.monotonic()
-        self.parent_gone = threading.Event()
         self.streams: HostStreams | None = None  # created once the engine is loaded
         self.vad: VadFactory | None = None  # loaded with the engine (the Silero model, if any)
         #: (frames, kind) to send, held while a batch is handled (see drain_socket).
@@ -175,19 +179,18 @@ class HostRuntime:
 
     def parent_lost(self) -> None:
         """Our stdin closed (the coordinator is gone): the loop exits at once (any thread)."""
-        self.parent_gone.set()
-        with contextlib.suppress(RuntimeError):  # closed: the loop is over anyway
-            self.calls.put(self._leave_orphaned)
+        self.wake(self._leave_orphaned)
 
     def _leave_orphaned(self) -> None:
         log.warning("exiting, coordinator gone: stdin closed")
         self.exit_code = EXIT_ORPHANED
         self.stop()
 
-    def wake(self) -> None:
-        """End the loop's wait now, so it sees what another thread (or a signal) changed."""
+    def wake(self, then: Callable[[], None] = _nothing) -> None:
+        """End the loop's wait now (running ``then`` on it), so it sees what another thread (or
+        a signal) changed."""
         with contextlib.suppress(RuntimeError):  # closed: the loop is over anyway
-            self.calls.put(_nothing)
+            self.calls.put(then)
 
     def submit(
         self, job_id: str, work: Callable[[], Any], reply: Callable[[Any, Any], None]
@@ -452,8 +455,6 @@ class HostRuntime:
         return Message(Kind.HEARTBEAT, header)
 
     def orphaned(self, now: float) -> str | None:
-        if self.parent_gone.is_set():
-            return "stdin closed"
         if os.getppid() != self.parent_pid:
             return "parent process changed"
         if now - self.last_heard > self.boot.orphan_timeout_s:
@@ -535,10 +536,6 @@ def _set_parent_death_signal() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
-
-
-def _nothing() -> None:
-    """What :meth:`HostRuntime.wake` queues: the wake-up is the point."""
 
 
 def _watch_stdin(gone: Callable[[], None]) -> None:

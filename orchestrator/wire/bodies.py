@@ -70,7 +70,7 @@ def _number(header: Header, name: str, default: float) -> float:
 def _format(header: Header, error: type[BadRequestError] | type[BadAudioError]) -> str:
     """The sample format name; ``error`` keeps the code each message always refused it with."""
     fmt = header.get("format", AudioFormat.PCM16.value)
-    if isinstance(fmt, str) and fmt in AudioFormat._value2member_map_:
+    if isinstance(fmt, str) and fmt in _FORMAT_NAMES:
         return fmt
     raise error(f"unknown sample format {fmt!r}; expected one of: {_FORMATS}", field="format")
 
