@@ -22,16 +22,23 @@ class Pipelined:
     window: int
 
 
-def sync_round_trips(round_trip: Callable[[], object], n: int, warmup: int) -> list[float]:
-    """Latency of ``n`` sequential round trips (one in flight at a time)."""
+def sync_round_trips(
+    round_trip: Callable[[], object],
+    n: int,
+    warmup: int,
+    measured: contextlib.AbstractContextManager[object] | None = None,
+) -> list[float]:
+    """Latency of ``n`` sequential round trips (one in flight at a time); ``measured`` (a CPU
+    meter) is entered after the warm-up and left after the ``n``."""
     for _ in range(warmup):
         round_trip()
     out = []
     clock = time.perf_counter
-    for _ in range(n):
-        t0 = clock()
-        round_trip()
-        out.append(clock() - t0)
+    with measured or contextlib.nullcontext():
+        for _ in range(n):
+            t0 = clock()
+            round_trip()
+            out.append(clock() - t0)
     return out
 
 

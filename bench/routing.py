@@ -22,6 +22,16 @@ against asyncio, identical measuring loops from ``bench.loops``):
   calls save against plain pyzmq), ours vs signed floor what our code adds above it, like with
   like (routing tables, deadlines, typed bodies, audio decoding, the engine).
 
+The baselines' workers answer without reading the audio; our synthetic host fingerprints it (its
+model's work). A second standalone coordinator measures ours like for like: its synthetic engine
+runs with ``answer_once`` (each request gets the first request's answer, no work per request),
+so its rows are the routing alone: our client, coordinator and host runtime (decoding the audio
+included) against the baselines.
+
+CPU per request is read for pipelined requests and for lone round trips (sync, one in flight):
+a lone request finds every process asleep and pays its wake-ups and cold caches, which is what
+its latency is made of.
+
 Like with like: the bare broker forwards every request at once, so our synthetic host runs with
 ``max_inflight`` equal to the pipeline window and the coordinator forwards the whole window too.
 With the default ``max_inflight`` (4, right for real engines: work a host cannot start stays in
@@ -71,9 +81,12 @@ BARE_THREAD, BARE_PROCESS, BARE_ECHO = (
 SIGNED_THREAD, SIGNED_PROCESS = "signed floor (thread)", "signed floor (3 processes)"
 #: Ours standalone with the host's default max_inflight: the coordinator queues what is over it.
 QUEUED = "ours standalone, default max_inflight"
+#: Ours standalone whose model does no work per request (the engine's ``answer_once``).
+NO_MODEL_WORK = "ours standalone, no model work"
 #: The order ends are measured in, each round: each of ours beside its two baselines.
 MEASURE_ORDER = (
-    EMBEDDED, BARE_THREAD, SIGNED_THREAD, STANDALONE, BARE_PROCESS, SIGNED_PROCESS, BARE_ECHO,
+    EMBEDDED, BARE_THREAD, SIGNED_THREAD,
+    STANDALONE, NO_MODEL_WORK, BARE_PROCESS, SIGNED_PROCESS, BARE_ECHO,
 )  # fmt: skip
 #: The asyncio rounds measure the queued coordinator too (pipelined is where it queues).
 ASYNC_ORDER = (*MEASURE_ORDER, QUEUED)
@@ -108,6 +121,9 @@ class _Ends:
     def __init__(self, stack: contextlib.ExitStack, window: int) -> None:
         folder = stack.enter_context(harness.socket_folder())
         self._forwards_all = harness.synthetic_host(max_inflight=window)
+        self._no_model_work = harness.synthetic_host(
+            max_inflight=window, engine_options={"answer_once": True}
+        )
         #: The queued end's host's default max_inflight (read when that end first runs).
         self.default_max_inflight = 0
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -139,18 +155,26 @@ class _Ends:
         signed_worker = stack.enter_context(
             harness.signed_child(self.keys.worker_env(), "worker", signed_process_back)
         )
-        #: Processes whose CPU the pipelined runs are charged to: client, middle, far end.
+        bare_pids = {CLIENT: os.getpid(), MIDDLE: broker_child.pid, FAR: worker_child.pid}
+        signed_pids = {CLIENT: os.getpid(), MIDDLE: signed_broker.pid, FAR: signed_worker.pid}
+        #: Processes whose CPU the pipelined runs are charged to: client, middle, far end (ours
+        #: watch each run's processes: see ``running``).
         self.cpu = {
-            STANDALONE: CpuMeter(),  # watches each run's processes (see ``running``)
-            BARE_PROCESS: CpuMeter(
-                {CLIENT: os.getpid(), MIDDLE: broker_child.pid, FAR: worker_child.pid}
-            ),
-            SIGNED_PROCESS: CpuMeter(
-                {CLIENT: os.getpid(), MIDDLE: signed_broker.pid, FAR: signed_worker.pid}
-            ),
+            STANDALONE: CpuMeter(),
+            NO_MODEL_WORK: CpuMeter(),
+            BARE_PROCESS: CpuMeter(bare_pids),
+            SIGNED_PROCESS: CpuMeter(signed_pids),
             QUEUED: CpuMeter(),
         }
         self.cpu_requests = dict.fromkeys(self.cpu, 0)
+        #: The same for the sync rounds' lone round trips.
+        self.sync_cpu = {
+            STANDALONE: CpuMeter(),
+            NO_MODEL_WORK: CpuMeter(),
+            BARE_PROCESS: CpuMeter(bare_pids),
+            SIGNED_PROCESS: CpuMeter(signed_pids),
+        }
+        self.sync_cpu_requests = dict.fromkeys(self.sync_cpu, 0)
         self.echo = harness.ipc_endpoint(folder, "echo")
         stack.enter_context(harness.bare_child("echo", self.echo))
 
@@ -163,19 +187,26 @@ class _Ends:
             with harness.embedded(config) as coord:
                 yield coord
             return
-        host = self._forwards_all if name == STANDALONE else harness.synthetic_host()
+        host = {STANDALONE: self._forwards_all, NO_MODEL_WORK: self._no_model_work}.get(name)
+        host = host or harness.synthetic_host()
         with harness.standalone(harness.raw_config({"syn": host})) as (child, connection_file):
             replica = _only_replica(connection_file)
             if name == QUEUED:
                 self.default_max_inflight = int(replica["max_inflight"])
             pids = {CLIENT: os.getpid(), MIDDLE: child.pid, FAR: int(replica["pid"])}
-            self.cpu[name].watch(pids)
+            for meters in (self.cpu, self.sync_cpu):
+                if name in meters:
+                    meters[name].watch(pids)
             yield connection_file
 
-    def cpu_per_request(self, end: str, role: str | None = None) -> float:
-        """CPU seconds per pipelined request of one process of ``end`` (None: all three)."""
-        spent = self.cpu[end].spent
-        return (spent[role] if role else sum(spent.values())) / self.cpu_requests[end]
+    def cpu_per_request(self, end: str, role: str | None = None, *, lone: bool = False) -> float:
+        """CPU seconds per pipelined request (``lone``: per sync round trip) of one process of
+        ``end`` (None: all three)."""
+        meters, counts = (
+            (self.sync_cpu, self.sync_cpu_requests) if lone else (self.cpu, self.cpu_requests)
+        )
+        spent = meters[end].spent
+        return (spent[role] if role else sum(spent.values())) / counts[end]
 
     def signed_exchange(self) -> SignedExchange:
         """A signed-floor client's protocol side: the request our client sends, signed."""
@@ -251,9 +282,12 @@ def run(profile: Profile) -> list[Figure]:
         for _ in range(profile.rounds):
             with contextlib.ExitStack() as round_stack:
                 for name, fn in ends.sync_round_trips(round_stack, payload):
+                    meter = ends.sync_cpu.get(name)
                     sync_lat[name] += loops.sync_round_trips(
-                        fn, profile.round_trips, profile.warmup_round_trips
+                        fn, profile.round_trips, profile.warmup_round_trips, measured=meter
                     )
+                    if meter is not None:
+                        ends.sync_cpu_requests[name] += profile.round_trips
             asyncio.run(_async_round(ends, payload, profile, async_lat, rates, pipelined_lat))
         figures = (
             _figures(sync_lat, async_lat, rates, pipelined_lat, profile)
@@ -435,6 +469,21 @@ def _only_replica(connection_file: Any) -> dict[str, Any]:
     return dict(replica)
 
 
+def _comparisons(ours: str, bare: str, floor: str) -> tuple[tuple[str, str, str], ...]:
+    """The rows one measure of one shape gives, as (title, end, against): the signed floor
+    against the bare broker (what the protocol alone costs), ours against the signed floor (what
+    our code adds above it); standalone, ours like for like as well (no model work), against
+    the signed floor and against the bare broker (the routing alone against the targets' own
+    baseline)."""
+    rows = (("signed floor vs bare", floor, bare), ("ours vs signed floor", ours, floor))
+    if ours == STANDALONE:
+        rows += (
+            ("ours, no model work vs signed floor", NO_MODEL_WORK, floor),
+            ("ours, no model work vs bare", NO_MODEL_WORK, bare),
+        )
+    return rows
+
+
 def _split(
     name: str,
     unit: str,
@@ -442,9 +491,8 @@ def _split(
     shape: tuple[str, str, str],
     details: Callable[[str], Any] | None = None,
 ) -> list[Figure]:
-    """One measure in two rows: the signed floor against the bare broker (what the protocol
-    alone costs), ours against the signed floor (what our code adds above it)."""
-    ours, bare, floor = shape
+    """One measure of one shape (ours, bare, floor), a row per comparison (see
+    :func:`_comparisons`)."""
     return [
         Figure(
             GROUP,
@@ -455,10 +503,7 @@ def _split(
             baseline_label=against,
             details={"value": details(end), "baseline": details(against)} if details else {},
         )
-        for title, end, against in (
-            ("signed floor vs bare", floor, bare),
-            ("ours vs signed floor", ours, floor),
-        )
+        for title, end, against in _comparisons(*shape)
     ]
 
 
@@ -469,7 +514,7 @@ def _floor_figures(
     ends: _Ends,
     profile: Profile,
 ) -> list[Figure]:
-    """The signed floor's rows, each measure split in two (see :func:`_split`)."""
+    """The signed floor's and the like-for-like rows (see :func:`_comparisons`)."""
     figures: list[Figure] = []
     for where, ours, bare, floor in SHAPES:
         for style, lat in (("sync", sync_lat), ("async", async_lat)):
@@ -489,16 +534,17 @@ def _floor_figures(
             lambda name: rates[name],
         )
     cpu_shape = (STANDALONE, BARE_PROCESS, SIGNED_PROCESS)
-    for role, what in (
-        (CLIENT, "client"),
-        (MIDDLE, "middle process"),
-        (FAR, "far process"),
-        (None, "all three processes"),
-    ):
-        figures += _split(
-            f"CPU per request, standalone, {what}",
-            "s",
-            lambda name, role=role: ends.cpu_per_request(name, role),
-            cpu_shape,
-        )
+    for lone, per in ((False, "CPU per request"), (True, "CPU per lone round trip (sync)")):
+        for role, what in (
+            (CLIENT, "client"),
+            (MIDDLE, "middle process"),
+            (FAR, "far process"),
+            (None, "all three processes"),
+        ):
+            figures += _split(
+                f"{per}, standalone, {what}",
+                "s",
+                lambda name, role=role, lone=lone: ends.cpu_per_request(name, role, lone=lone),
+                cpu_shape,
+            )
     return figures

@@ -36,6 +36,25 @@ def test_a_pipelined_runs_meter_sees_only_the_measured_requests_not_the_warm_up(
     assert len(result.latencies_s) == 200 and result.window == 8 and result.rate_per_s > 0
 
 
+def test_a_sync_runs_meter_sees_only_the_measured_round_trips() -> None:
+    """CPU per lone round trip is read from the measured ones, never the warm-up's."""
+    done = 0
+    metered: list[int] = []
+
+    def round_trip() -> None:
+        nonlocal done
+        done += 1
+
+    @contextlib.contextmanager
+    def meter() -> Iterator[None]:
+        metered.append(done)
+        yield
+        metered.append(done)
+
+    latencies = loops.sync_round_trips(round_trip, 30, 7, measured=meter())
+    assert metered == [7, 37] and len(latencies) == 30
+
+
 def _burn(seconds: float) -> None:
     """Spend ``seconds`` of this process's CPU."""
     end = time.process_time() + seconds

@@ -28,7 +28,8 @@ from orchestrator import client as client_module
 from orchestrator.coordinator import Coordinator
 from orchestrator.coordinator.outbox import Outbox
 from orchestrator.errors import ProtocolError
-from orchestrator.host.synthetic import SyntheticEngine
+from orchestrator.host.synthetic import SyntheticEngine, parse_fingerprint
+from orchestrator.wire.contract import ModelSpec
 from orchestrator.wire.protocol import VERSION_FRAME, Codec, Kind, Message, new_key
 from orchestrator.wire.sockets import MAX_HELD_SENDS, HeldSends
 from support import host_on_router, make_config, running, synthetic_host
@@ -73,6 +74,23 @@ def test_the_synthetic_engine_runs_inline_only_when_no_fault_applies() -> None:
     assert SyntheticEngine({}).runs_inline({"context": "hang"}) is False
     for option in ("delay_s", "hang_after_requests", "crash_after_requests"):
         assert SyntheticEngine({option: 1}).runs_inline({}) is False
+
+
+def test_answer_once_gives_each_models_first_answer_to_every_later_request() -> None:
+    """The routing bench's like-for-like model: no work per request after a model's first."""
+    engine = SyntheticEngine({"answer_once": True})
+    for name in ("a", "b"):
+        engine.load(ModelSpec(name, "synthetic"))
+    first = engine.transcribe("a", np.full(320, 0.5, dtype=np.float32), {})
+    later = engine.transcribe("a", np.zeros(16, dtype=np.float32), {})
+    assert later is first and parse_fingerprint(first.text)["n"] == 320
+    other = engine.transcribe("b", np.zeros(16, dtype=np.float32), {})
+    assert parse_fingerprint(other.text)["n"] == 16  # each model has its own first answer
+    # Without the option every request is fingerprinted.
+    plain = SyntheticEngine({})
+    plain.load(ModelSpec("a", "synthetic"))
+    plain.transcribe("a", np.full(320, 0.5, dtype=np.float32), {})
+    assert parse_fingerprint(plain.transcribe("a", np.zeros(16, np.float32), {}).text)["n"] == 16
 
 
 def test_an_async_client_delivers_a_burst_larger_than_one_wake_up(

@@ -14,6 +14,11 @@ option (``"hang"``, ``"crash"``, ``"delay=0.2"``, ``"leak=50"``, comma separated
 ``delay_s`` sleeps per call, ``weights_mb`` (engine or model option) holds that much memory
 per loaded model until it is unloaded, ``crash_on_start`` exits during load, ``crash_after_requests``
 and ``hang_after_requests`` fail the N-th request, ``leak_mb_per_request`` grows memory.
+
+``answer_once`` (engine option) fingerprints each model's first request only and gives every
+later one that same answer without reading its audio: a model that costs nothing, for the routing
+benchmark's like-for-like rows (the bare and signed baselines' workers answer without reading
+the audio either), so what the host's runtime costs shows apart from what its model costs.
 """
 
 from __future__ import annotations
@@ -97,6 +102,10 @@ class SyntheticEngine(Engine):
         #: Stand-in weights per model (``weights_mb``): memory that loading takes, unloading frees.
         self._weights: dict[str, bytearray] = {}
         self._faulty = any(self.options.get(name) for name in _FAULT_OPTIONS)
+        #: With ``answer_once``: each model's first answer, given to every later request.
+        self._answers: dict[str, EngineResult] | None = (
+            {} if self.options.get("answer_once") else None
+        )
 
     def _inject_faults(self, faults: Mapping[str, Any], count: int) -> None:
         """Crash, hang, leak or sleep as the request's ``context`` or the engine options say."""
@@ -145,6 +154,16 @@ class SyntheticEngine(Engine):
         context = options.get("context")
         if context or self._faulty:  # the routing benchmarks' hot path asks for no fault
             self._inject_faults(_parse_faults(str(context or "")), count)
+        answers = self._answers
+        if answers is not None:
+            answer = answers.get(model)
+            if answer is None:
+                answer = answers[model] = self._fingerprinted(audio, options)
+            return answer
+        return self._fingerprinted(audio, options)
+
+    def _fingerprinted(self, audio: np.ndarray, options: Mapping[str, Any]) -> EngineResult:
+        """The answer whose text is the audio's fingerprint."""
         # PCM16 decodes as value / 32768, so this recovers the exact integers the client sent
         # (clipped in place, one pass each: the fingerprint is every routing benchmark's model).
         values = np.multiply(audio, 32768.0, dtype=np.float64)  # the fingerprint's float64
