@@ -14,45 +14,43 @@ from bench import loops
 from bench.procstat import CpuMeter
 
 
+class _Counter:
+    """Counts the requests a fake end answers, and what the count was when a meter was entered
+    and when it was left."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.metered: list[int] = []
+
+    def answer(self) -> None:
+        self.answered += 1
+
+    @contextlib.contextmanager
+    def meter(self) -> Iterator[None]:
+        self.metered.append(self.answered)
+        yield
+        self.metered.append(self.answered)
+
+
 def test_a_pipelined_runs_meter_sees_only_the_measured_requests_not_the_warm_up() -> None:
     """The warm-up runs one request at a time past its first window, each paying a lone
     request's cost: metered, it would be charged to pipelining (CPU per pipelined request)."""
-    answered = 0
-    metered: list[int] = []
+    count = _Counter()
 
     async def request() -> None:
-        nonlocal answered
         await asyncio.sleep(0)
-        answered += 1
+        count.answer()
 
-    @contextlib.contextmanager
-    def meter() -> Iterator[None]:
-        metered.append(answered)
-        yield
-        metered.append(answered)
-
-    result = asyncio.run(loops.pipelined(request, 200, 8, 50, measured=meter()))
-    assert metered == [50, 250]  # entered after the 50 warm-ups, left after the 200 measured
+    result = asyncio.run(loops.pipelined(request, 200, 8, 50, measured=count.meter()))
+    assert count.metered == [50, 250]  # entered after the 50 warm-ups, left after the 200
     assert len(result.latencies_s) == 200 and result.window == 8 and result.rate_per_s > 0
 
 
 def test_a_sync_runs_meter_sees_only_the_measured_round_trips() -> None:
     """CPU per lone round trip is read from the measured ones, never the warm-up's."""
-    done = 0
-    metered: list[int] = []
-
-    def round_trip() -> None:
-        nonlocal done
-        done += 1
-
-    @contextlib.contextmanager
-    def meter() -> Iterator[None]:
-        metered.append(done)
-        yield
-        metered.append(done)
-
-    latencies = loops.sync_round_trips(round_trip, 30, 7, measured=meter())
-    assert metered == [7, 37] and len(latencies) == 30
+    count = _Counter()
+    latencies = loops.sync_round_trips(count.answer, 30, 7, measured=count.meter())
+    assert count.metered == [7, 37] and len(latencies) == 30
 
 
 def _burn(seconds: float) -> None:
