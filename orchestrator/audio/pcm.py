@@ -12,6 +12,7 @@ import numpy as np
 
 from orchestrator.wire.errors import BadAudioError
 from orchestrator.wire.formats import (  # noqa: F401  (re-exported: the audio API)
+    FORMATS_BY_NAME,
     MAX_SAMPLE_RATE_HZ,
     MIN_SAMPLE_RATE_HZ,
     AudioFormat,
@@ -24,8 +25,6 @@ MAX_FLOAT_MAGNITUDE = 1.5
 _PCM16_SCALE = 32_768.0
 _PCM16_STEP = np.float32(1.0 / _PCM16_SCALE)
 _INT16_LE = np.dtype("<i2")
-#: Format names to formats without an enum call per payload (the host decodes one per request).
-_FORMATS = {f.value: f for f in AudioFormat}
 
 
 def check_float_samples(samples: np.ndarray) -> np.ndarray:
@@ -80,9 +79,10 @@ def decode_payload(
 ) -> np.ndarray:
     """A received payload as mono float32 in [-1, 1]; stream chunks may pass allow_empty."""
     check_sample_rate(sample_rate)
-    found = _FORMATS.get(fmt) if isinstance(fmt, str) else None  # an AudioFormat is a str too
+    # An AudioFormat is a str too.
+    found = FORMATS_BY_NAME.get(fmt) if isinstance(fmt, str) else None
     if found is None:
-        known = ", ".join(_FORMATS)
+        known = ", ".join(FORMATS_BY_NAME)
         raise BadAudioError(f"unknown sample format {fmt!r}; expected one of: {known}")
     if found is AudioFormat.PCM16:
         samples = pcm16_to_float(data)  # checks whole samples on a byte view

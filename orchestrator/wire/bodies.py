@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.wire.errors import BadAudioError, BadRequestError, StreamSequenceError
 from orchestrator.wire.formats import (
+    FORMATS_BY_NAME,
     MAX_SAMPLE_RATE_HZ,
     MIN_SAMPLE_RATE_HZ,
     AudioFormat,
@@ -33,8 +34,7 @@ from orchestrator.wire.messages import parse_options
 
 #: The key naming a stream between client and coordinator, and between coordinator and host.
 CLIENT_STREAM_KEY, HOST_STREAM_KEY = "id", "sid"
-_FORMATS = ", ".join(f.value for f in AudioFormat)
-_FORMAT_NAMES = frozenset(f.value for f in AudioFormat)
+_FORMATS = ", ".join(FORMATS_BY_NAME)
 _PCM16 = AudioFormat.PCM16.value
 #: JSON's numbers (a tuple: ``int | float`` would build a union type at every check).
 _NUMBERS = (int, float)
@@ -70,7 +70,7 @@ def _number(header: Header, name: str, default: float) -> float:
 def _format(header: Header, error: type[BadRequestError] | type[BadAudioError]) -> str:
     """The sample format name; ``error`` keeps the code each message always refused it with."""
     fmt = header.get("format", AudioFormat.PCM16.value)
-    if isinstance(fmt, str) and fmt in _FORMAT_NAMES:
+    if isinstance(fmt, str) and fmt in FORMATS_BY_NAME:
         return fmt
     raise error(f"unknown sample format {fmt!r}; expected one of: {_FORMATS}", field="format")
 
@@ -101,7 +101,7 @@ class TranscribeRequest:
             and type(rate) is int
             and MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ
             and type(fmt) is str
-            and fmt in _FORMAT_NAMES
+            and fmt in FORMATS_BY_NAME
             and (options is None or type(options) is dict)
             and (timeout is None or (type(timeout) in _NUMBERS and math.isfinite(timeout)))
             and (host is None or type(host) is str)

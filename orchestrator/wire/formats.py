@@ -18,6 +18,10 @@ class AudioFormat(enum.StrEnum):
     F32 = "f32"  # little-endian float32
 
 
+#: Each format by its name: a name from a header is checked, and its format found, by one lookup
+#: (no enum call: the host checks one per request, the coordinator one per request too).
+FORMATS_BY_NAME: dict[str, AudioFormat] = {f.value: f for f in AudioFormat}
+
 #: Bytes of one sample of each format: the one place that knows them. Keyed by the members,
 #: which equal their names, so a checked name ("pcm16") finds its width without an enum call.
 BYTES_PER_SAMPLE: dict[str, int] = {AudioFormat.PCM16: 2, AudioFormat.F32: 4}
