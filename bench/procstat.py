@@ -6,6 +6,9 @@ for a core; CPU seconds per request or per stream do not, so the groups report b
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import psutil
 
 
@@ -16,12 +19,14 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 
 class CpuMeter:
-    """CPU seconds each named process spent inside ``with meter:`` blocks, summed over blocks."""
+    """CPU seconds each named process spent inside ``with meter:`` blocks, summed over blocks,
+    and the requests those blocks served (:meth:`serving`), so it can say what one cost."""
 
     def __init__(self, pids: dict[str, int] | None = None) -> None:
         self._procs: dict[str, psutil.Process] = {}
         self.spent: dict[str, float] = {}
         self._start: dict[str, float] = {}
+        self.requests = 0
         self.watch(pids or {})
 
     def watch(self, pids: dict[str, int]) -> None:
@@ -38,3 +43,15 @@ class CpuMeter:
     def __exit__(self, *exc: object) -> None:
         for name, proc in self._procs.items():
             self.spent[name] += cpu_seconds(proc) - self._start[name]
+
+    @contextlib.contextmanager
+    def serving(self, requests: int) -> Iterator[None]:
+        """Meter a block that serves ``requests`` requests (counted once it ends)."""
+        with self:
+            yield
+        self.requests += requests
+
+    def per_request(self, name: str | None = None) -> float:
+        """CPU seconds per request served of one named process (None: all of them)."""
+        spent = self.spent[name] if name else sum(self.spent.values())
+        return spent / self.requests

@@ -120,10 +120,14 @@ class _Ends:
 
     def __init__(self, stack: contextlib.ExitStack, window: int) -> None:
         folder = stack.enter_context(harness.socket_folder())
-        self._forwards_all = harness.synthetic_host(max_inflight=window)
-        self._no_model_work = harness.synthetic_host(
-            max_inflight=window, engine_options={"answer_once": True}
-        )
+        forwards_all = harness.synthetic_host(max_inflight=window)
+        #: The host table each of ours runs (the embedded coordinator's is the standalone one's).
+        self._hosts = {
+            EMBEDDED: forwards_all,
+            STANDALONE: forwards_all,
+            NO_MODEL_WORK: {**forwards_all, "engine_options": {"answer_once": True}},
+            QUEUED: harness.synthetic_host(),
+        }
         #: The queued end's host's default max_inflight (read when that end first runs).
         self.default_max_inflight = 0
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -157,24 +161,20 @@ class _Ends:
         )
         bare_pids = {CLIENT: os.getpid(), MIDDLE: broker_child.pid, FAR: worker_child.pid}
         signed_pids = {CLIENT: os.getpid(), MIDDLE: signed_broker.pid, FAR: signed_worker.pid}
-        #: Processes whose CPU the pipelined runs are charged to: client, middle, far end (ours
-        #: watch each run's processes: see ``running``).
-        self.cpu = {
-            STANDALONE: CpuMeter(),
-            NO_MODEL_WORK: CpuMeter(),
-            BARE_PROCESS: CpuMeter(bare_pids),
-            SIGNED_PROCESS: CpuMeter(signed_pids),
-            QUEUED: CpuMeter(),
-        }
-        self.cpu_requests = dict.fromkeys(self.cpu, 0)
-        #: The same for the sync rounds' lone round trips.
-        self.sync_cpu = {
-            STANDALONE: CpuMeter(),
-            NO_MODEL_WORK: CpuMeter(),
-            BARE_PROCESS: CpuMeter(bare_pids),
-            SIGNED_PROCESS: CpuMeter(signed_pids),
-        }
-        self.sync_cpu_requests = dict.fromkeys(self.sync_cpu, 0)
+
+        def meters() -> dict[str, CpuMeter]:
+            """A meter per metered end: client, middle and far process (ours watch each run's
+            processes: see ``running``)."""
+            return {
+                STANDALONE: CpuMeter(),
+                NO_MODEL_WORK: CpuMeter(),
+                BARE_PROCESS: CpuMeter(bare_pids),
+                SIGNED_PROCESS: CpuMeter(signed_pids),
+            }
+
+        #: What the pipelined runs cost (the queued coordinator's too), and the lone round trips.
+        self.cpu = {**meters(), QUEUED: CpuMeter()}
+        self.sync_cpu = meters()
         self.echo = harness.ipc_endpoint(folder, "echo")
         stack.enter_context(harness.bare_child("echo", self.echo))
 
@@ -182,14 +182,12 @@ class _Ends:
     def running(self, name: str) -> Iterator[Coordinator | Path]:
         """One of ours started for its measurement (the embedded coordinator, or a standalone
         one's connection file), stopped after it."""
+        raw = harness.raw_config({"syn": self._hosts[name]})
         if name == EMBEDDED:
-            config = harness.config(harness.raw_config({"syn": self._forwards_all}))
-            with harness.embedded(config) as coord:
+            with harness.embedded(harness.config(raw)) as coord:
                 yield coord
             return
-        host = {STANDALONE: self._forwards_all, NO_MODEL_WORK: self._no_model_work}.get(name)
-        host = host or harness.synthetic_host()
-        with harness.standalone(harness.raw_config({"syn": host})) as (child, connection_file):
+        with harness.standalone(raw) as (child, connection_file):
             replica = _only_replica(connection_file)
             if name == QUEUED:
                 self.default_max_inflight = int(replica["max_inflight"])
@@ -199,14 +197,18 @@ class _Ends:
                     meters[name].watch(pids)
             yield connection_file
 
+    def metered(
+        self, end: str, requests: int, *, lone: bool = False
+    ) -> contextlib.AbstractContextManager[None] | None:
+        """The meter of ``end``'s pipelined runs (``lone``: its sync round trips) over a block
+        serving ``requests`` requests; None for an end not metered."""
+        meter = (self.sync_cpu if lone else self.cpu).get(end)
+        return None if meter is None else meter.serving(requests)
+
     def cpu_per_request(self, end: str, role: str | None = None, *, lone: bool = False) -> float:
         """CPU seconds per pipelined request (``lone``: per sync round trip) of one process of
         ``end`` (None: all three)."""
-        meters, counts = (
-            (self.sync_cpu, self.sync_cpu_requests) if lone else (self.cpu, self.cpu_requests)
-        )
-        spent = meters[end].spent
-        return (spent[role] if role else sum(spent.values())) / counts[end]
+        return (self.sync_cpu if lone else self.cpu)[end].per_request(role)
 
     def signed_exchange(self) -> SignedExchange:
         """A signed-floor client's protocol side: the request our client sends, signed."""
@@ -282,12 +284,12 @@ def run(profile: Profile) -> list[Figure]:
         for _ in range(profile.rounds):
             with contextlib.ExitStack() as round_stack:
                 for name, fn in ends.sync_round_trips(round_stack, payload):
-                    meter = ends.sync_cpu.get(name)
                     sync_lat[name] += loops.sync_round_trips(
-                        fn, profile.round_trips, profile.warmup_round_trips, measured=meter
+                        fn,
+                        profile.round_trips,
+                        profile.warmup_round_trips,
+                        measured=ends.metered(name, profile.round_trips, lone=True),
                     )
-                    if meter is not None:
-                        ends.sync_cpu_requests[name] += profile.round_trips
             asyncio.run(_async_round(ends, payload, profile, async_lat, rates, pipelined_lat))
         figures = (
             _figures(sync_lat, async_lat, rates, pipelined_lat, profile)
@@ -312,16 +314,13 @@ async def _async_round(
             latencies[name] += await loops.async_round_trips(
                 request, profile.round_trips, profile.warmup_round_trips
             )
-            meter = ends.cpu.get(name)
             result = await loops.pipelined(
                 request,
                 profile.pipelined_requests,
                 profile.pipeline_window,
                 profile.warmup_round_trips,
-                measured=meter,
+                measured=ends.metered(name, profile.pipelined_requests),
             )
-            if meter is not None:
-                ends.cpu_requests[name] += profile.pipelined_requests
             rates[name].append(result.rate_per_s)
             pipelined_latencies[name] += result.latencies_s
 

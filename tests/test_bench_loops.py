@@ -10,6 +10,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+import pytest
+
 from bench import loops
 from bench.procstat import CpuMeter
 
@@ -75,3 +77,14 @@ def test_a_meter_keeps_what_a_role_spent_when_it_watches_a_new_process() -> None
         spent.append(meter.spent["client"])
     assert 0.15 < spent[0] < spent[1]  # the second run added to the first
     assert spent[1] > 0.3 and set(meter.spent) == {"client", "far"}
+
+
+def test_a_meter_divides_what_it_measured_by_the_requests_its_blocks_served() -> None:
+    meter = CpuMeter({"client": os.getpid()})
+    for _ in range(2):
+        with meter.serving(50):
+            _burn(0.1)
+    assert meter.requests == 100
+    assert meter.per_request("client") == pytest.approx(meter.spent["client"] / 100)
+    assert meter.per_request() == meter.per_request("client")  # one process: all of them
+    assert 0.15 / 100 < meter.per_request() < 1.0 / 100
