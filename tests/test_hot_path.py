@@ -189,8 +189,7 @@ def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Pa
             runtime.calls.run_pending()
         assert router.poll(5000)
         identity, *ready = router.recv_multipart()
-        reader = codec
-        assert reader.decode(ready).kind is Kind.READY
+        assert codec.decode(ready).kind is Kind.READY
         engine = runtime.engine
         assert engine is not None
         transcribe = engine.transcribe
@@ -200,7 +199,7 @@ def test_a_host_answers_a_batch_once_handled_every_request_in_order(tmp_path: Pa
 
         def take_answers() -> None:
             while router.poll(0):
-                msg = reader.decode(router.recv_multipart()[1:])
+                msg = codec.decode(router.recv_multipart()[1:])
                 if msg.kind is Kind.RESULT:
                     answered.append((batch, msg.header["id"]))
 
